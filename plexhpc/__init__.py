@@ -1,0 +1,38 @@
+"""plexhpc: parallel computing and secure AI agents on MPI.
+
+Actors in the Erlang/OTP style live on MPI ranks and message each other over MPI
+point-to-point; see ``docs/ARCHITECTURE.md``. The public API::
+
+    from plexhpc import actor, state, handler, init_handler, host
+
+    @actor
+    class Counter:
+        count: int = state(default=0)
+
+        @handler("add")
+        def add(self, n: int = 1) -> dict:
+            self.count += n
+            return {"count": self.count}
+
+    with plexhpc.start("app.toml") as node:      # under mpiexec, on every rank
+        if node.is_driver:
+            print(node.ask("counter", "add", {"n": 2}))
+"""
+
+from .actor import actor, gen_server_actor, handler, init_handler, state, terminate_handler
+from .config import AppConfig, load_config
+from .errors import (ActorNotFound, AskTimeout, ConfigError, HostUsageError, InvalidMessage,
+                     NodeClosed, PlexError, RemoteError, RemoteTimeout, StartError)
+from .host import host
+from .job import Job, run_app, start
+from .node import Node
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "actor", "gen_server_actor", "state", "handler", "init_handler", "terminate_handler",
+    "host", "start", "run_app", "Job", "Node", "AppConfig", "load_config",
+    "PlexError", "ConfigError", "InvalidMessage", "ActorNotFound", "AskTimeout",
+    "RemoteError", "RemoteTimeout", "NodeClosed", "HostUsageError", "StartError",
+    "__version__",
+]

@@ -1,0 +1,265 @@
+"""The actor programming model: ``@actor``, ``state()``, ``@handler``, ``@init_handler``.
+
+An actor class declares its state as annotated fields made with :func:`state`, and its
+message handlers with :func:`handler`. The decorators only record facts on the class (an
+:class:`ActorSpec`); the node reads them to build instances and dispatch messages. The
+class stays an ordinary class: it can be instantiated and its handlers called directly
+in a unit test, without any node.
+
+Payload keys map to handler arguments by name: extra keys are ignored, missing keys
+take the argument's default, and a missing key without a default refuses the message
+with :class:`~plexhpc.errors.InvalidMessage` before the handler runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import InvalidMessage
+
+__all__ = [
+    "actor",
+    "state",
+    "handler",
+    "init_handler",
+    "terminate_handler",
+    "ActorSpec",
+    "HandlerSpec",
+    "spec_of",
+    "BEHAVIOR_KINDS",
+]
+
+#: behavior kinds an app config may name (``behavior_kind = ...``)
+BEHAVIOR_KINDS = ("GenServer", "GenEvent", "GenFSM", "Workflow")
+
+CALL = "call"
+CAST = "cast"
+_KIND_ALIASES = {"call": CALL, "ask": CALL, "request": CALL, "cast": CAST, "send": CAST}
+
+_MISSING = object()
+
+
+class StateField:
+    """A declared piece of actor state: a default value or a factory for one."""
+
+    __slots__ = ("default", "default_factory", "name")
+
+    def __init__(self, default: Any = _MISSING, default_factory: Callable[[], Any] | None = None):
+        if default is not _MISSING and default_factory is not None:
+            raise TypeError("state() takes default or default_factory, not both")
+        if default is _MISSING and default_factory is None:
+            default = None
+        if default_factory is not None and not callable(default_factory):
+            raise TypeError(f"state(default_factory=...) must be callable, got {default_factory!r}")
+        if isinstance(default, (list, dict, set)):
+            raise TypeError(
+                f"state(default={default!r}) would share one mutable object between all "
+                "instances; use state(default_factory=list) (or dict, set) instead")
+        self.default = default
+        self.default_factory = default_factory
+        self.name = ""
+
+    def initial(self) -> Any:
+        return self.default_factory() if self.default_factory is not None else self.default
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __repr__(self):
+        if self.default_factory is not None:
+            return f"state(default_factory={self.default_factory!r})"
+        return f"state(default={self.default!r})"
+
+
+def state(default: Any = _MISSING, *, default_factory: Callable[[], Any] | None = None) -> Any:
+    """Declare a field of actor state, as ``messages: list = state(default_factory=list)``.
+
+    Each instance (and each restart) gets a fresh value. Mutable defaults must use
+    ``default_factory`` so instances never share them.
+    """
+    return StateField(default, default_factory)
+
+
+@dataclass
+class HandlerSpec:
+    """How one op is handled: the function, call or cast, and its argument names."""
+
+    op: str
+    func: Callable
+    kind: str
+    params: tuple = ()
+    required: tuple = ()
+    takes_all: bool = False
+
+    def invoke(self, instance: Any, payload: dict | None) -> Any:
+        """Call the handler with the payload's keys as keyword arguments."""
+        if not payload:
+            if self.required:
+                raise InvalidMessage(
+                    f"op {self.op!r} requires payload keys {list(self.required)}; got none")
+            return self.func(instance)
+        if self.takes_all:
+            kwargs = dict(payload)
+        else:
+            kwargs = {k: payload[k] for k in self.params if k in payload}
+        if self.required:
+            missing = [k for k in self.required if k not in payload]
+            if missing:
+                raise InvalidMessage(
+                    f"op {self.op!r} requires payload keys {missing}; "
+                    f"got {sorted(payload)}")
+        return self.func(instance, **kwargs)
+
+
+@dataclass
+class ActorSpec:
+    """What the decorators recorded about an actor class."""
+
+    cls: type
+    kind: str = "GenServer"
+    fields: dict = field(default_factory=dict)
+    handlers: dict = field(default_factory=dict)
+    init: Callable | None = None
+    terminate: Callable | None = None
+    facets: tuple = ()
+
+    @property
+    def type_name(self) -> str:
+        return f"{self.cls.__module__}:{self.cls.__qualname__}"
+
+    def new_instance(self, actor_id: str) -> Any:
+        """A fresh instance with every state field at its initial value."""
+        inst = self.cls.__new__(self.cls)
+        d = inst.__dict__
+        for name, f in self.fields.items():
+            d[name] = f.initial()
+        d["actor_id"] = actor_id
+        if self.cls.__init__ is not object.__init__:
+            self.cls.__init__(inst)
+        return inst
+
+
+def _signature_facts(fn: Callable, op: str) -> tuple[tuple, tuple, bool]:
+    sig = inspect.signature(fn)
+    params = list(sig.parameters.values())[1:]  # drop self
+    names, required, takes_all = [], [], False
+    for p in params:
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            takes_all = True
+        elif p.kind is inspect.Parameter.VAR_POSITIONAL:
+            continue
+        elif p.kind is inspect.Parameter.POSITIONAL_ONLY:
+            raise TypeError(f"handler for {op!r}: positional-only argument {p.name!r} "
+                            "cannot be filled from a payload")
+        else:
+            names.append(p.name)
+            if p.default is inspect.Parameter.empty:
+                required.append(p.name)
+    return tuple(names), tuple(required), takes_all
+
+
+def handler(op: str, kind: str = CALL) -> Callable:
+    """Mark a method as the handler of ``op``.
+
+    ``kind`` is ``"call"`` (the default: an ask, whose return value is the reply) or
+    ``"cast"`` (fire-and-forget: the return value is dropped).
+    """
+    if not isinstance(op, str) or not op:
+        raise TypeError(f"@handler needs an op name (a non-empty str), got {op!r}")
+    k = _KIND_ALIASES.get(kind)
+    if k is None:
+        raise ValueError(f"@handler({op!r}, {kind!r}): kind must be 'call' or 'cast'")
+
+    def mark(fn):
+        ops = getattr(fn, "__plex_ops__", [])
+        fn.__plex_ops__ = ops + [(op, k)]
+        return fn
+
+    return mark
+
+
+def init_handler(fn: Callable | None = None) -> Callable:
+    """Mark the method run once when the actor starts (and again after each restart),
+    called with its config dict: ``actor_id``, ``name``, ``rank``, ``args``, ``facets``.
+    Usable as ``@init_handler`` or ``@init_handler()``."""
+    def mark(f):
+        f.__plex_init__ = True
+        return f
+    return mark(fn) if fn is not None else mark
+
+
+def terminate_handler(fn: Callable | None = None) -> Callable:
+    """Mark the method run when the actor stops normally or at shutdown, called with
+    the reason (a str). It is not run after a crash: a crashed actor's state is suspect."""
+    def mark(f):
+        f.__plex_terminate__ = True
+        return f
+    return mark(fn) if fn is not None else mark
+
+
+def _build_spec(cls: type, kind: str, facets) -> ActorSpec:
+    spec = ActorSpec(cls=cls, kind=kind, facets=tuple(facets or ()))
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            if isinstance(value, StateField):
+                spec.fields[name] = value
+            fn = value
+            if isinstance(fn, (staticmethod, classmethod)):
+                continue
+            if not callable(fn):
+                continue
+            for op, k in getattr(fn, "__plex_ops__", ()):
+                params, required, takes_all = _signature_facts(fn, op)
+                spec.handlers[op] = HandlerSpec(op, fn, k, params, required, takes_all)
+            if getattr(fn, "__plex_init__", False):
+                spec.init = fn
+            if getattr(fn, "__plex_terminate__", False):
+                spec.terminate = fn
+    # a plain class attribute default on an annotated field counts as state too
+    for klass in reversed(cls.__mro__):
+        for name in getattr(klass, "__annotations__", {}):
+            if name in spec.fields or name.startswith("__"):
+                continue
+            if name in vars(klass):
+                value = vars(klass)[name]
+                if callable(value) or isinstance(value, (property, classmethod, staticmethod)):
+                    continue
+                spec.fields[name] = StateField(value) if not isinstance(
+                    value, (list, dict, set)) else StateField(default_factory=_copier(value))
+    return spec
+
+
+def _copier(value):
+    import copy
+    return lambda: copy.deepcopy(value)
+
+
+def _decorator(kind: str):
+    def deco(cls: type | None = None, *, facets=None):
+        def apply(c):
+            if not isinstance(c, type):
+                raise TypeError(f"@actor decorates a class, got {c!r}")
+            c.__plex_spec__ = _build_spec(c, kind, facets)
+            return c
+        return apply(cls) if cls is not None else apply
+    return deco
+
+
+actor = _decorator("GenServer")
+actor.__doc__ = """Declare a GenServer actor class: ``@actor`` or ``@actor(facets=[...])``."""
+gen_server_actor = actor
+
+
+def spec_of(cls: Any) -> ActorSpec:
+    """The :class:`ActorSpec` of a decorated class; ``TypeError`` if it is not one."""
+    spec = getattr(cls, "__plex_spec__", None)
+    if spec is None or spec.cls is not cls:
+        if isinstance(cls, type) and spec is not None:
+            # a subclass of a decorated class: build its own spec
+            spec = _build_spec(cls, spec.kind, spec.facets)
+            cls.__plex_spec__ = spec
+            return spec
+        raise TypeError(f"{cls!r} is not an actor class: decorate it with @actor")
+    return spec

@@ -1,0 +1,97 @@
+"""The ``plexhpc`` command: run apps and benchmarks, launching mpiexec when needed.
+
+``plexhpc run APP.toml -n 4`` starts ``mpiexec -n 4 python -m plexhpc run APP.toml``;
+inside an MPI launch (``mpiexec -n 4 python -m plexhpc run APP.toml``) it runs the node.
+Exit status: 0 success, 1 the job failed, 2 bad usage or an invalid app config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="plexhpc", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run an app (its [app].main call, or serve until "
+                         "SIGTERM/SIGINT)")
+    run.add_argument("app", help="app config TOML file")
+    run.add_argument("-n", "--ranks", type=int, default=None,
+                     help="launch this many ranks with mpiexec (omit inside mpiexec)")
+    run.add_argument("--json", action="store_true", help="print the main call's reply as "
+                     "one JSON line")
+    run.add_argument("--log-level", default=None, help="debug, info, warning (default), error")
+
+    bench = sub.add_parser("bench", help="benchmarks that print JSON and Markdown reports")
+    bench.add_argument("suite", choices=["actors"], help="which benchmark")
+    bench.add_argument("-n", "--ranks", type=int, default=None,
+                       help="launch this many ranks with mpiexec (default 2; omit inside "
+                       "mpiexec)")
+    bench.add_argument("--json", action="store_true", help="print only the JSON object")
+    bench.add_argument("--quick", action="store_true", help="few iterations (a smoke run; "
+                       "the numbers mean little)")
+    bench.add_argument("--report", default=None, metavar="DIR",
+                       help="also write JSON and Markdown reports into DIR")
+    return p
+
+
+def _forward_args(args, skip=("ranks",)) -> list:
+    out = []
+    for key, value in vars(args).items():
+        if key in skip or key in ("command", "version", "app", "suite") or value in (None, False):
+            continue
+        flag = "--" + key.replace("_", "-")
+        out += [flag] if value is True else [flag, str(value)]
+    return out
+
+
+def main(argv: list | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.version:
+        from . import __version__
+        print(__version__)
+        return 0
+    if args.command is None:
+        _parser().print_help()
+        return 2
+    import os
+
+    import mpi4py
+
+    from .mpiutil import launched_by_mpi
+    if args.log_level:
+        os.environ["PLEXHPC_LOG"] = args.log_level
+
+    if args.command == "run":
+        if args.ranks is not None and not launched_by_mpi():
+            mpi4py.rc.initialize = False  # the parent only launches; it is not a rank
+            from .config import load_config
+            from .errors import ConfigError
+            try:
+                load_config(args.app, world_size=args.ranks)
+            except ConfigError as exc:
+                print(f"plexhpc: invalid app config: {exc}", file=sys.stderr)
+                return 2
+            from .launcher import relaunch
+            return relaunch(args.ranks, ["-m", "plexhpc", "run", args.app, *_forward_args(args)])
+        from .job import run_app
+        return run_app(args.app, json_lines=args.json)
+
+    if args.command == "bench":
+        if not launched_by_mpi():
+            mpi4py.rc.initialize = False
+            from .launcher import relaunch
+            n = args.ranks if args.ranks is not None else 2
+            return relaunch(n, ["-m", "plexhpc", "bench", args.suite, *_forward_args(args)])
+        from .bench import run_suite
+        return run_suite(args.suite, args)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

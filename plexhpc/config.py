@@ -1,0 +1,276 @@
+"""App config: the TOML file (or dict of the same shape) that says which actors a job runs.
+
+Shape, as in the reference's ``app-config.toml``::
+
+    [app]                         # optional
+    name = "hello"
+    main = { actor = "driver", op = "run", payload = {}, timeout_ms = 60000 }
+
+    [supervisor]
+    strategy = "one_for_one"
+    max_restarts = 10
+    max_restart_window_seconds = 60
+
+    [[supervisor.children]]
+    name = "greeter"
+    class = "hello_actors:Greeter"     # module importable from the config's folder
+    behavior_kind = "GenServer"
+    args = { greeting = "hi" }
+    rank = 1                           # or placement = "round_robin" (the default)
+    facets = []
+
+Everything is checked before any actor starts; the first problem found raises
+:class:`~plexhpc.errors.ConfigError` naming the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from .actor import BEHAVIOR_KINDS, spec_of
+from .errors import ConfigError
+
+__all__ = ["AppConfig", "ChildSpec", "MainCall", "load_config", "resolve_class", "STRATEGIES"]
+
+STRATEGIES = ("one_for_one", "rest_for_one", "one_for_all")
+#: strategies this version implements (the others are refused, not silently downgraded)
+SUPPORTED_STRATEGIES = ("one_for_one",)
+PLACEMENTS = ("round_robin",)
+RESTART_TYPES = ("permanent", "transient", "temporary")
+#: facet types this version implements; others are refused with a clear message
+SUPPORTED_FACETS: tuple = ()
+KNOWN_FACETS = ("durability", "virtual_actor", "metrics", "timer")
+
+_TOP_KEYS = {"app", "supervisor"}
+_APP_KEYS = {"name", "main", "drain_timeout_s"}
+_MAIN_KEYS = {"actor", "op", "payload", "timeout_ms"}
+_SUP_KEYS = {"strategy", "max_restarts", "max_restart_window_seconds", "children"}
+_CHILD_KEYS = {"name", "class", "behavior_kind", "args", "rank", "placement", "facets",
+               "restart"}
+
+
+@dataclass
+class MainCall:
+    """The one ask ``plexhpc run`` makes after start-up; its reply is the job's output."""
+
+    actor: str
+    op: str
+    payload: dict = field(default_factory=dict)
+    timeout_ms: int = 600_000
+
+
+@dataclass
+class ChildSpec:
+    """One supervised child, resolved: its class imported and its rank decided."""
+
+    name: str
+    class_path: str
+    cls: type
+    behavior_kind: str
+    args: dict
+    rank: int
+    facets: list
+    restart: str = "permanent"
+
+
+@dataclass
+class AppConfig:
+    """A validated app config, the same on every rank."""
+
+    name: str
+    path: str | None
+    strategy: str = "one_for_one"
+    max_restarts: int = 3
+    max_restart_window_seconds: float = 5.0
+    children: list = field(default_factory=list)
+    main: MainCall | None = None
+    drain_timeout_s: float = 5.0
+
+    def children_on(self, rank: int) -> list:
+        return [c for c in self.children if c.rank == rank]
+
+
+def resolve_class(class_path: str, *, base_dir: str | None = None, where: str = "class",
+                  path: str | None = None) -> type:
+    """Import ``"module:Class"``; the module may live in ``base_dir`` (the config's folder)."""
+    if not isinstance(class_path, str) or ":" not in class_path:
+        raise ConfigError(f"expected \"module:Class\", got {class_path!r}", path=path, key=where)
+    mod_name, _, qual = class_path.partition(":")
+    if base_dir and base_dir not in sys.path:
+        sys.path.insert(0, base_dir)
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"cannot import module {mod_name!r} for {class_path!r} ({exc}); it must be "
+            f"importable from the config's folder ({base_dir}) or the Python path",
+            path=path, key=where) from exc
+    obj: Any = mod
+    for part in qual.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ConfigError(f"module {mod_name!r} has no class {qual!r}", path=path, key=where)
+    try:
+        spec_of(obj)
+    except TypeError as exc:
+        raise ConfigError(f"{class_path!r} is not an actor class (decorate it with @actor)",
+                          path=path, key=where) from exc
+    return obj
+
+
+def _expect(cond: bool, message: str, path, key):
+    if not cond:
+        raise ConfigError(message, path=path, key=key)
+
+
+def _check_keys(table: dict, allowed: set, path, where: str):
+    for k in table:
+        if k not in allowed:
+            raise ConfigError(f"unknown key {k!r}; expected one of {sorted(allowed)}",
+                              path=path, key=f"{where}.{k}" if where else k)
+
+
+def load_config(source: str | os.PathLike | dict, *, world_size: int) -> AppConfig:
+    """Read and validate an app config for a job of ``world_size`` ranks.
+
+    ``source`` is a path to a TOML file or a dict of the same shape. Raises
+    :class:`ConfigError` on the first problem.
+    """
+    path = None
+    base_dir = os.getcwd()
+    if isinstance(source, dict):
+        raw = source
+    else:
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise ConfigError("file not found (expected an app config TOML file)", path=path)
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"not valid TOML: {exc}", path=path) from exc
+        base_dir = os.path.dirname(os.path.abspath(path))
+    _expect(isinstance(raw, dict), f"expected a table, got {type(raw).__name__}", path, None)
+    _check_keys(raw, _TOP_KEYS, path, "")
+
+    app = raw.get("app", {})
+    _expect(isinstance(app, dict), "expected a table", path, "app")
+    _check_keys(app, _APP_KEYS, path, "app")
+    name = app.get("name", os.path.splitext(os.path.basename(path))[0] if path else "app")
+    _expect(isinstance(name, str) and name, "expected a non-empty string", path, "app.name")
+    drain = app.get("drain_timeout_s", 5.0)
+    _expect(isinstance(drain, (int, float)) and not isinstance(drain, bool) and drain >= 0,
+            f"expected a number of seconds >= 0, got {drain!r}", path, "app.drain_timeout_s")
+
+    sup = raw.get("supervisor", {})
+    _expect(isinstance(sup, dict), "expected a table", path, "supervisor")
+    _check_keys(sup, _SUP_KEYS, path, "supervisor")
+    strategy = sup.get("strategy", "one_for_one")
+    _expect(strategy in STRATEGIES, f"expected one of {list(STRATEGIES)}, got {strategy!r}",
+            path, "supervisor.strategy")
+    _expect(strategy in SUPPORTED_STRATEGIES, f"strategy {strategy!r} is not available in "
+            f"this version of plexhpc; expected one of {list(SUPPORTED_STRATEGIES)}",
+            path, "supervisor.strategy")
+    max_restarts = sup.get("max_restarts", 3)
+    _expect(isinstance(max_restarts, int) and not isinstance(max_restarts, bool)
+            and max_restarts >= 0, f"expected an integer >= 0, got {max_restarts!r}",
+            path, "supervisor.max_restarts")
+    window = sup.get("max_restart_window_seconds", 5)
+    _expect(isinstance(window, (int, float)) and not isinstance(window, bool) and window > 0,
+            f"expected a number of seconds > 0, got {window!r}",
+            path, "supervisor.max_restart_window_seconds")
+
+    raw_children = sup.get("children", [])
+    _expect(isinstance(raw_children, list), "expected an array of tables "
+            "([[supervisor.children]])", path, "supervisor.children")
+    children: list[ChildSpec] = []
+    seen: set = set()
+    rr = 0
+    for i, ch in enumerate(raw_children):
+        where = f"supervisor.children[{i}]"
+        _expect(isinstance(ch, dict), "expected a table", path, where)
+        _check_keys(ch, _CHILD_KEYS, path, where)
+        cname = ch.get("name")
+        _expect(isinstance(cname, str) and cname, "expected a non-empty string",
+                path, f"{where}.name")
+        _expect("@" not in cname and not cname.startswith("$"),
+                f"names may not contain '@' or start with '$', got {cname!r}",
+                path, f"{where}.name")
+        _expect(cname not in seen, f"duplicate child name {cname!r}", path, f"{where}.name")
+        seen.add(cname)
+        where = f"supervisor.children[{i}] ({cname})"
+        _expect("class" in ch, "missing key 'class' (expected \"module:Class\")",
+                path, f"{where}.class")
+        cls = resolve_class(ch["class"], base_dir=base_dir, where=f"{where}.class", path=path)
+        spec = spec_of(cls)
+        kind = ch.get("behavior_kind", spec.kind)
+        _expect(kind in BEHAVIOR_KINDS, f"expected one of {list(BEHAVIOR_KINDS)}, got {kind!r}",
+                path, f"{where}.behavior_kind")
+        _expect(kind == spec.kind, f"{ch['class']} is a {spec.kind} actor, not {kind}",
+                path, f"{where}.behavior_kind")
+        args = ch.get("args", {})
+        _expect(isinstance(args, dict), f"expected a table, got {type(args).__name__}",
+                path, f"{where}.args")
+        if "rank" in ch and "placement" in ch:
+            raise ConfigError("give either rank or placement, not both", path=path,
+                              key=f"{where}.rank")
+        if "rank" in ch:
+            rank = ch["rank"]
+            _expect(isinstance(rank, int) and not isinstance(rank, bool),
+                    f"expected an integer rank, got {rank!r}", path, f"{where}.rank")
+            _expect(0 <= rank < world_size,
+                    f"rank {rank} is out of range: the job has {world_size} rank(s), so "
+                    f"expected 0..{world_size - 1} (launch with mpiexec -n {rank + 1} or more)",
+                    path, f"{where}.rank")
+        else:
+            placement = ch.get("placement", "round_robin")
+            _expect(placement in PLACEMENTS,
+                    f"expected one of {list(PLACEMENTS)}, got {placement!r}",
+                    path, f"{where}.placement")
+            rank = rr % world_size
+            rr += 1
+        restart = ch.get("restart", "permanent")
+        _expect(restart in RESTART_TYPES, f"expected one of {list(RESTART_TYPES)}, got "
+                f"{restart!r}", path, f"{where}.restart")
+        facets = ch.get("facets", [])
+        _expect(isinstance(facets, list), "expected an array of facet tables",
+                path, f"{where}.facets")
+        for j, facet in enumerate(facets):
+            fkey = f"{where}.facets[{j}]"
+            ftype = facet.get("type") if isinstance(facet, dict) else facet
+            _expect(isinstance(ftype, str), "expected a facet name or {type = ..., config = "
+                    "{...}}", path, fkey)
+            _expect(ftype in KNOWN_FACETS,
+                    f"unknown facet {ftype!r}; expected one of {list(KNOWN_FACETS)}", path, fkey)
+            _expect(ftype in SUPPORTED_FACETS,
+                    f"facet {ftype!r} is not available in this version of plexhpc", path, fkey)
+        children.append(ChildSpec(cname, ch["class"], cls, kind, args, rank, facets, restart))
+
+    main = None
+    if "main" in app:
+        m = app["main"]
+        _expect(isinstance(m, dict), "expected a table {actor = ..., op = ...}", path, "app.main")
+        _check_keys(m, _MAIN_KEYS, path, "app.main")
+        _expect(isinstance(m.get("actor"), str) and m.get("actor") in seen,
+                f"expected the name of a child, got {m.get('actor')!r}", path, "app.main.actor")
+        _expect(isinstance(m.get("op"), str) and m.get("op"), "expected an op name",
+                path, "app.main.op")
+        payload = m.get("payload", {})
+        _expect(isinstance(payload, dict), "expected a table", path, "app.main.payload")
+        tmo = m.get("timeout_ms", 600_000)
+        _expect(isinstance(tmo, int) and tmo > 0, f"expected milliseconds > 0, got {tmo!r}",
+                path, "app.main.timeout_ms")
+        main = MainCall(m["actor"], m["op"], payload, tmo)
+
+    return AppConfig(name=name, path=path, strategy=strategy, max_restarts=max_restarts,
+                     max_restart_window_seconds=float(window), children=children, main=main,
+                     drain_timeout_s=float(drain))

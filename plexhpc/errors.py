@@ -1,0 +1,156 @@
+"""The exceptions plexhpc raises, in one tree.
+
+Every class also subclasses the builtin it means, so ordinary ``except`` clauses keep
+working (an ask timeout is a ``TimeoutError``, a bad config a ``ValueError``)::
+
+    PlexError
+    ├── ConfigError           (ValueError)       the app config is wrong; names file and key
+    ├── InvalidMessage        (ValueError)       a payload that a handler cannot take
+    ├── ActorNotFound         (LookupError)      no actor with that name or id
+    ├── AskTimeout            (TimeoutError)     no reply within timeout_ms
+    ├── RemoteError           (RuntimeError)     a handler raised; carries type, rank, traceback
+    │   └── RemoteTimeout     (TimeoutError)     ... and what it raised was a timeout
+    ├── NodeClosed            (RuntimeError)     the node is shutting down or has shut down
+    ├── StartError            (RuntimeError)     the job could not start (an init failed, a
+    │                                            rank never arrived)
+    └── HostUsageError        (RuntimeError)     ``host`` used outside an actor's handler
+
+Errors that cross ranks travel as plain data (:func:`to_wire` / :func:`from_wire`) and
+are rebuilt here, so the caller always gets one of these classes, never an unpickled
+foreign exception.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PlexError",
+    "ConfigError",
+    "InvalidMessage",
+    "ActorNotFound",
+    "AskTimeout",
+    "RemoteError",
+    "RemoteTimeout",
+    "NodeClosed",
+    "StartError",
+    "HostUsageError",
+]
+
+
+class PlexError(Exception):
+    """Base class of every error plexhpc raises on purpose."""
+
+
+class ConfigError(PlexError, ValueError):
+    """The app config is invalid. ``path`` and ``key`` say where, the message says what
+    was expected and what was found."""
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None):
+        self.path = path
+        self.key = key
+        where = ""
+        if path and key:
+            where = f"{path}: {key}: "
+        elif path:
+            where = f"{path}: "
+        elif key:
+            where = f"{key}: "
+        super().__init__(where + message)
+
+
+class InvalidMessage(PlexError, ValueError):
+    """A message was refused before any handler ran: its payload is not a dict, or it
+    lacks an argument the handler requires. The actor's state is untouched."""
+
+
+class ActorNotFound(PlexError, LookupError):
+    """No actor answers to this name or id (never spawned, stopped, or a rank that does
+    not exist)."""
+
+    def __init__(self, message: str, *, actor: str | None = None):
+        self.actor = actor
+        super().__init__(message)
+
+
+class AskTimeout(PlexError, TimeoutError):
+    """No reply arrived within the ask's timeout. ``to``, ``op`` and ``timeout_ms`` say
+    which ask. The target may still be running it; a late reply is dropped."""
+
+    def __init__(self, message: str, *, to: str | None = None, op: str | None = None,
+                 timeout_ms: float | None = None):
+        self.to = to
+        self.op = op
+        self.timeout_ms = timeout_ms
+        super().__init__(message)
+
+
+class RemoteError(PlexError, RuntimeError):
+    """The target's handler raised. The caller's ask re-raises it as this class:
+    ``remote_type`` and ``remote_message`` are the original exception's, ``rank`` and
+    ``actor`` say where it ran, ``remote_traceback`` holds the formatted traceback
+    (also attached as ``__cause__`` text in ``str(err.__cause__)``)."""
+
+    def __init__(self, message: str, *, remote_type: str = "", remote_message: str = "",
+                 rank: int | None = None, actor: str | None = None, op: str | None = None,
+                 remote_traceback: str = ""):
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.rank = rank
+        self.actor = actor
+        self.op = op
+        self.remote_traceback = remote_traceback
+        super().__init__(message)
+
+
+class RemoteTimeout(RemoteError, TimeoutError):
+    """The remote handler failed with a timeout of its own (for instance an ask it made
+    in turn timed out, as in a call cycle A -> B -> A)."""
+
+
+class NodeClosed(PlexError, RuntimeError):
+    """The node is shutting down or has shut down, so it takes no new work."""
+
+
+class StartError(PlexError, RuntimeError):
+    """The job could not start: an actor's init failed, or a rank never arrived within
+    the start-up timeout. Every rank raises it; the message names the cause."""
+
+
+class HostUsageError(PlexError, RuntimeError):
+    """``host`` was used where there is no current actor (outside a handler). From a
+    driver script use the node returned by :func:`plexhpc.start` instead."""
+
+
+# --- errors on the wire -------------------------------------------------------------
+
+#: wire codes for error replies
+NOT_FOUND = "not_found"
+INVALID = "invalid"
+REMOTE = "remote"
+CLOSED = "closed"
+TIMEOUT = "timeout"
+
+
+def to_wire(code: str, message: str, *, remote_type: str = "", rank: int | None = None,
+            actor: str | None = None, op: str | None = None, tb: str = "") -> tuple:
+    """Encode an error reply as plain data (safe to send, never executes anything)."""
+    return (code, message, remote_type, rank, actor, op, tb)
+
+
+def from_wire(wire: tuple) -> PlexError:
+    """Rebuild the exception a caller should see from an error reply."""
+    code, message, remote_type, rank, actor, op, tb = wire
+    if code == NOT_FOUND:
+        return ActorNotFound(message, actor=actor)
+    if code == INVALID:
+        return InvalidMessage(message)
+    if code == CLOSED:
+        return NodeClosed(message)
+    if code == TIMEOUT:
+        return AskTimeout(message, to=actor, op=op)
+    cls = RemoteTimeout if remote_type in _TIMEOUT_TYPES else RemoteError
+    err = cls(message, remote_type=remote_type, remote_message=message, rank=rank,
+              actor=actor, op=op, remote_traceback=tb)
+    return err
+
+
+_TIMEOUT_TYPES = {"AskTimeout", "RemoteTimeout", "TimeoutError", "CollectiveTimeout"}

@@ -1,0 +1,184 @@
+"""``host``: what an actor may ask of the runtime, from inside its handlers.
+
+``from plexhpc import host`` gives one object; each call finds the actor it runs for from
+the current greenlet, so handlers need no reference to a node. Calls outside a handler
+raise :class:`~plexhpc.errors.HostUsageError` (a driver uses its node instead).
+
+Remote boundaries stay visible: ``host.ask`` blocks the calling handler (and only it)
+until the reply or the timeout, and raises on failure; nothing is a hidden proxy.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from greenlet import getcurrent
+
+from . import errors as E
+from .log import get_logger
+
+__all__ = ["host", "Host"]
+
+_log = get_logger("actor")
+
+DEFAULT_TIMEOUT_MS = 5000
+
+
+def _here():
+    cell = getattr(getcurrent(), "cell", None)
+    if cell is None:
+        raise E.HostUsageError(
+            "host.* works only inside an actor's handler; from a driver script use the "
+            "node returned by plexhpc.start()")
+    from .node import current_node
+    return current_node(), cell
+
+
+def _check(op, payload):
+    if not isinstance(op, str) or not op:
+        raise E.InvalidMessage(f"op must be a non-empty str, got {op!r}")
+    if payload is not None and not isinstance(payload, dict):
+        raise E.InvalidMessage(f"payload for {op!r} must be a dict (or None), got "
+                               f"{type(payload).__name__}")
+
+
+class ProcessGroups:
+    """``host.process_groups``: cluster-wide named groups of actors."""
+
+    def join(self, group: str) -> None:
+        """Add the calling actor to ``group`` (idempotent)."""
+        node, cell = _here()
+        node.groups.join(cell, group)
+
+    def leave(self, group: str) -> bool:
+        """Remove the calling actor from ``group``; False if it was not a member."""
+        node, cell = _here()
+        return node.groups.leave(cell, group)
+
+    def members(self, group: str) -> list:
+        """Member ids on every rank, in a stable order."""
+        node, _ = _here()
+        return node.groups.members(group)
+
+    def local_members(self, group: str) -> list:
+        """Members on this rank only (asking them never leaves the process)."""
+        node, _ = _here()
+        return node.groups.local_members(group)
+
+    def first(self, group: str) -> str | None:
+        """The first member, or None if nobody has joined."""
+        node, _ = _here()
+        return node.groups.first(group)
+
+    def broadcast(self, group: str, op: str, payload: dict | None = None) -> int:
+        """Send ``op`` (fire-and-forget) to every member; returns how many were sent."""
+        _check(op, payload)
+        node, cell = _here()
+        members = node.groups.members(group)
+        for aid in members:
+            node.send_from(cell.id, aid, op, payload)
+        return len(members)
+
+
+class Host:
+    """The runtime API of the actor whose handler is running."""
+
+    process_groups = ProcessGroups()
+
+    # ---- messaging --------------------------------------------------------------------
+
+    def ask(self, to: str, op: str, payload: dict | None = None,
+            timeout_ms: float = DEFAULT_TIMEOUT_MS) -> Any:
+        """Send ``op`` to ``to`` (a name or id, any rank) and wait for its reply.
+
+        Only this handler waits; the rank keeps serving other actors. Raises
+        :class:`~plexhpc.errors.AskTimeout`, :class:`~plexhpc.errors.ActorNotFound` or
+        :class:`~plexhpc.errors.RemoteError` (the target's handler raised)."""
+        _check(op, payload)
+        if not timeout_ms or timeout_ms <= 0:
+            raise ValueError(f"timeout_ms must be > 0, got {timeout_ms!r}")
+        node, cell = _here()
+        return node.ask_from_actor(cell, to, op, payload, timeout_ms)
+
+    def send(self, to: str, op: str, payload: dict | None = None) -> None:
+        """Fire-and-forget ``op`` to ``to``. An unknown name raises; a message to an
+        actor that has stopped is dropped, as in Erlang."""
+        _check(op, payload)
+        node, cell = _here()
+        node.send_from(cell.id, to, op, payload)
+
+    def send_after(self, delay_ms: float, op: str, payload: dict | None = None) -> None:
+        """Deliver ``op`` to this actor itself after ``delay_ms`` (a timer)."""
+        _check(op, payload)
+        if delay_ms is None or delay_ms < 0:
+            raise ValueError(f"delay_ms must be >= 0, got {delay_ms!r}")
+        node, cell = _here()
+        node.send_after(cell, delay_ms, op, payload)
+
+    # ---- identity and time ----------------------------------------------------------
+
+    def self_id(self) -> str:
+        """This actor's id (``name@rank``)."""
+        return _here()[1].id
+
+    def rank(self) -> int:
+        """The rank this actor runs on."""
+        return _here()[0].rank
+
+    def world_size(self) -> int:
+        return _here()[0].size
+
+    def now_ms(self) -> int:
+        """Wall-clock time in milliseconds since the epoch."""
+        return int(time.time() * 1000)
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    def spawn(self, actor_class, *, name: str | None = None, rank: int | None = None,
+              args: dict | None = None, restart: str = "permanent",
+              timeout_ms: float = 30000) -> str:
+        """Start a new actor (on ``rank``, default this one); returns its id once its init
+        handler has succeeded, raises if init failed."""
+        node, _ = _here()
+        ref = node._class_ref(actor_class)
+        return node.wait_from_actor(
+            lambda done: node._start_spawn(ref, name, rank, args, restart, done))
+
+    def stop(self, actor: str | None = None, reason: str = "normal") -> None:
+        """Stop an actor (default: this one) after its current message. It is not
+        restarted. Returns at once."""
+        node, cell = _here()
+        if actor is None or actor == cell.id:
+            node.stop_actor(cell, reason)
+            return
+        node._start_stop(actor, reason, lambda ok, value: None)
+
+    def shutdown(self, reason: str = "requested by an actor", exit_code: int = 0) -> None:
+        """Shut the whole job down gracefully (every rank drains and stops)."""
+        node, cell = _here()
+        node.request_shutdown(f"{reason} ({cell.id})", exit_code)
+
+    # ---- logging ----------------------------------------------------------------------
+
+    def debug(self, msg: str) -> None:
+        _log.debug("%s: %s", self._who(), msg)
+
+    def info(self, msg: str) -> None:
+        _log.info("%s: %s", self._who(), msg)
+
+    def warn(self, msg: str) -> None:
+        _log.warning("%s: %s", self._who(), msg)
+
+    warning = warn
+
+    def error(self, msg: str) -> None:
+        _log.error("%s: %s", self._who(), msg)
+
+    @staticmethod
+    def _who() -> str:
+        cell = getattr(getcurrent(), "cell", None)
+        return cell.id if cell is not None else "?"
+
+
+host = Host()

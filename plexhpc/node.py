@@ -1,0 +1,1087 @@
+"""The node: one per MPI rank, hosting that rank's actors and moving their messages.
+
+One loop per rank (the *hub*, on the main greenlet of its thread) does everything:
+receives batches from other ranks, runs actors whose mailboxes have messages, fires
+timers, flushes outgoing batches, and sleeps when there is nothing to do. Each message
+runs on a pooled worker greenlet, so a handler that asks another actor simply parks its
+greenlet until the hub resumes it with the reply; the hub never blocks.
+
+An actor processes one message at a time (its state is never touched concurrently): while
+its handler waits in an ask, later messages stay in its mailbox. Hence a call cycle
+(A asks B asks A) ends in a timeout, never a deadlock of the whole rank.
+
+Envelopes are tuples ``(kind, to, from, op, payload, corr, reply_rank, ctx)``.
+Same-rank messages go straight to the target's mailbox (payloads pass by reference: do
+not mutate a payload after sending it); other-rank messages go through the
+:class:`~plexhpc.transport.Transport`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import signal
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from queue import Empty, SimpleQueue
+from typing import Any
+
+from greenlet import getcurrent, greenlet
+from mpi4py import MPI
+
+from . import errors as E
+from .actor import CAST, spec_of
+from .config import AppConfig, resolve_class
+from .doorbell import Doorbell
+from .groups import GroupRegistry
+from .log import configure as configure_logging
+from .log import get_logger
+from .transport import Transport
+
+__all__ = ["Node", "current_node"]
+
+log = get_logger("node")
+actor_log = get_logger("actor")
+
+# envelope kinds
+ASK, SEND, REPLY, ERROR, SYS, INIT, TERM = range(7)
+
+# actor status
+STARTING, RUNNING, STOPPING, STOPPED = range(4)
+
+# node phases
+P_STARTING, P_RUNNING, P_DRAINING, P_FINAL, P_DONE = range(5)
+
+_DONE = object()
+_BLOCKED = object()
+
+_T_ASK, _T_SEND, _T_CALL = 0, 1, 2
+
+_monotonic = time.monotonic
+
+_current: "Node | None" = None
+
+
+def current_node() -> "Node | None":
+    """The node running in this process, if any."""
+    return _current
+
+
+class ActorCell:
+    """The runtime's record of one actor: kept small, since a rank may hold 100k of them."""
+
+    __slots__ = ("id", "name", "spec", "inst", "mailbox", "running", "queued", "status",
+                 "restart", "config", "init_waiter", "seq", "groups", "stop_reason",
+                 "stop_waiters", "restarts", "supervised")
+
+    def __init__(self, aid, name, spec, config, restart, seq, supervised):
+        self.id = aid
+        self.name = name
+        self.spec = spec
+        self.inst = None
+        self.mailbox = None
+        self.running = None
+        self.queued = False
+        self.status = STARTING
+        self.restart = restart
+        self.config = config
+        self.init_waiter = None
+        self.seq = seq
+        self.groups = None
+        self.stop_reason = None
+        self.stop_waiters = None
+        self.restarts = 0
+        self.supervised = supervised
+
+
+def rank_of(actor_id: str) -> int:
+    """The rank encoded in an actor id (``name@rank``)."""
+    head, sep, tail = actor_id.rpartition("@")
+    if not sep or not tail.isdigit():
+        raise E.ActorNotFound(f"{actor_id!r} is not an actor id (expected name@rank)",
+                              actor=actor_id)
+    return int(tail)
+
+
+class Node:
+    """The actor host of one rank. Built by :func:`plexhpc.start` or ``plexhpc run``."""
+
+    def __init__(self, config: AppConfig, *, comm: MPI.Comm | None = None,
+                 driver_rank: int | None = 0, startup_timeout_s: float = 60.0,
+                 spin_us: float = 200.0, max_sleep_s: float = 0.25,
+                 remote_poll_s: float = 0.001, stop_timeout_s: float = 10.0):
+        global _current
+        base = comm if comm is not None else MPI.COMM_WORLD
+        self.comm = base.Dup()
+        self.comm.Set_name("plexhpc-actors")
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        configure_logging(self.rank)
+        self.config = config
+        self.driver_rank = driver_rank
+        self.is_driver = driver_rank == self.rank
+        self.startup_timeout_s = startup_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.spin_s = spin_us * 1e-6
+        self.max_sleep_s = max_sleep_s
+        self.remote_poll_s = remote_poll_s
+        tag = uuid.uuid4().hex[:12] if self.rank == 0 else None
+        self.job_tag = self.comm.bcast(tag, root=0)
+        self.transport = Transport(self.comm)
+        self.transport.on_unsendable = self._unsendable
+        self.doorbell = Doorbell(self.comm, self.job_tag)
+        self.groups = GroupRegistry(self)
+
+        self._cells: dict[str, ActorCell] = {}
+        self._names: dict[str, str] = {c.name: f"{c.name}@{c.rank}" for c in config.children}
+        self._route_cache: dict[str, tuple] = {}
+        self._ready: deque = deque()
+        self._resume: deque = deque()
+        self._external: deque = deque()
+        self._timers: list = []
+        self._pending: dict[int, tuple] = {}
+        self._pool: list = []
+        self._corr = itertools.count(1)
+        self._tseq = itertools.count()
+        self._seq = itertools.count()
+        self._spawn_seq = itertools.count(1)
+        self._busy = 0
+        self._hub = None
+        self._thread = None
+        self._phase = P_STARTING
+        self._exit_code = 0
+        self._shutdown_reason = ""
+        self._signal = 0
+        self._drain_deadline = 0.0
+        self._final_deadline = 0.0
+        self._stopped_peers: set = set()
+        self._ready_peers: set = set()
+        self._local_inits = 0
+        self._started = threading.Event()
+        self._finished = threading.Event()
+        self._start_error: str | None = None
+        self._restart_log: deque = deque()
+        self.on_started: list = []
+        self.unclean = False
+        self.messages_handled = 0
+        _current = self
+
+    # ------------------------------------------------------------------ public API --
+
+    @property
+    def actor_ids(self) -> list:
+        """Ids of the actors on this rank, in start order."""
+        return [c.id for c in sorted(self._cells.values(), key=lambda c: c.seq)]
+
+    def resolve(self, name_or_id: str) -> str:
+        """The actor id for a name or id (``ActorNotFound`` if the name is unknown)."""
+        return self._resolve(name_or_id)[0]
+
+    def ask(self, to: str, op: str, payload: dict | None = None, timeout_ms: float = 5000,
+            **ctx) -> Any:
+        """Send ``op`` to ``to`` and wait for the reply (from a driver thread).
+
+        Raises :class:`~plexhpc.errors.AskTimeout`, :class:`~plexhpc.errors.ActorNotFound`
+        or :class:`~plexhpc.errors.RemoteError`."""
+        _check_payload(op, payload)
+        return self._call_and_wait(
+            lambda done: self._start_ask(to, op, payload, timeout_ms, done, "$driver"),
+            timeout_ms)
+
+    def send(self, to: str, op: str, payload: dict | None = None) -> None:
+        """Fire-and-forget ``op`` to ``to`` (from a driver thread)."""
+        _check_payload(op, payload)
+        self._resolve(to)  # unknown names fail here, in the caller
+        self._call_soon(lambda: self._send_quiet(to, op, payload, f"$driver@{self.rank}"))
+
+    def spawn(self, actor_class, *, name: str | None = None, rank: int | None = None,
+              args: dict | None = None, restart: str = "permanent",
+              timeout_ms: float = 30000) -> str:
+        """Start a new actor on ``rank`` (default: this one) and return its id once its
+        init handler has run."""
+        ref = self._class_ref(actor_class)
+        return self._call_and_wait(
+            lambda done: self._start_spawn(ref, name, rank, args, restart, done), timeout_ms)
+
+    def stop(self, actor: str, timeout_ms: float = 10000) -> None:
+        """Stop an actor normally (its terminate handler runs; it is not restarted)."""
+        self._call_and_wait(lambda done: self._start_stop(actor, "normal", done), timeout_ms)
+
+    def members(self, group: str) -> list:
+        """Members of a process group, cluster-wide, in a stable order."""
+        return self._call_and_wait(lambda done: done(True, self.groups.members(group)), 5000)
+
+    def shutdown(self, reason: str = "requested", exit_code: int = 0) -> None:
+        """Begin a job-wide shutdown (returns at once; every rank drains and stops)."""
+        self._call_soon(lambda: self.request_shutdown(reason, exit_code))
+
+    @property
+    def exit_code(self) -> int:
+        return self._exit_code
+
+    # ----------------------------------------------------------- driver plumbing --
+
+    def _call_soon(self, fn) -> None:
+        """Run ``fn`` on the hub (from any thread)."""
+        if self._phase >= P_DONE:
+            raise E.NodeClosed(f"the node on rank {self.rank} has shut down")
+        self._external.append(fn)
+        if self._thread is not None and threading.current_thread() is not self._thread:
+            self.doorbell.ring_self()
+
+    def _call_and_wait(self, start, timeout_ms):
+        if self._thread is None or threading.current_thread() is self._thread:
+            if getattr(getcurrent(), "cell", None) is not None:
+                raise E.HostUsageError("inside a handler use host.ask/host.spawn, not node.*")
+            raise E.NodeClosed(
+                f"rank {self.rank} is not the driver or its node has shut down: only rank "
+                f"{self.driver_rank} drives the job (guard driver code with "
+                f"`if node.is_driver:`)")
+        q: SimpleQueue = SimpleQueue()
+        self._call_soon(lambda: start(lambda ok, value: q.put((ok, value))))
+        limit = timeout_ms / 1000.0 + 5.0
+        deadline = _monotonic() + limit
+        while True:
+            try:
+                ok, value = q.get(timeout=0.25)
+                break
+            except Empty:
+                if self._finished.is_set():
+                    raise E.NodeClosed(f"the node on rank {self.rank} shut down: "
+                                       f"{self._shutdown_reason}") from None
+                if _monotonic() > deadline:
+                    raise E.AskTimeout(f"no answer from the node's loop within {limit:.1f} s")
+        if ok:
+            return value
+        raise value
+
+    # --------------------------------------------------------------- routing ------
+
+    def _resolve(self, to: str) -> tuple:
+        hit = self._route_cache.get(to)
+        if hit is not None:
+            return hit
+        if not isinstance(to, str) or not to:
+            raise E.ActorNotFound(f"expected an actor name or id (str), got {to!r}", actor=to)
+        if "@" in to:
+            aid = to
+        else:
+            aid = self._names.get(to)
+            if aid is None:
+                raise E.ActorNotFound(f"no actor named {to!r} (known names: "
+                                      f"{sorted(self._names)[:20]})", actor=to)
+        r = rank_of(aid)
+        if not 0 <= r < self.size:
+            raise E.ActorNotFound(f"{aid!r} names rank {r}, but the job has ranks "
+                                  f"0..{self.size - 1}", actor=aid)
+        hit = (aid, r)
+        if len(self._route_cache) > 100_000:
+            self._route_cache.clear()
+        self._route_cache[to] = hit
+        return hit
+
+    def _post(self, env, dest: int) -> None:
+        if dest == self.rank:
+            self._deliver(env)
+        else:
+            self.transport.post(dest, env)
+
+    def _deliver(self, env) -> None:
+        """Put a message addressed to this rank into its actor's mailbox."""
+        cell = self._cells.get(env[1])
+        if cell is None or cell.status == STOPPED or self._phase >= P_FINAL:
+            if env[0] == ASK:
+                if self._phase >= P_FINAL:
+                    self._reply_error(env, E.CLOSED, f"rank {self.rank} is shutting down; "
+                                      f"{env[1]!r} no longer takes messages")
+                else:
+                    self._reply_error(env, E.NOT_FOUND, f"no actor {env[1]!r} on rank "
+                                      f"{self.rank}")
+            return
+        mb = cell.mailbox
+        if mb is None:
+            cell.mailbox = mb = deque()
+        mb.append(env)
+        if not cell.queued and cell.running is None:
+            cell.queued = True
+            self._ready.append(cell)
+
+    def _reply(self, env, value) -> None:
+        corr, rr = env[5], env[6]
+        if rr == self.rank:
+            self._complete(corr, True, value)
+        elif rr >= 0:
+            self.transport.post(rr, (REPLY, None, None, None, value, corr, -1, None))
+
+    def _reply_error(self, env, code, message, **kw) -> None:
+        corr, rr = env[5], env[6]
+        wire = E.to_wire(code, message, rank=self.rank, actor=env[1], op=env[3], **kw)
+        if rr == self.rank:
+            self._complete(corr, False, wire)
+        elif rr >= 0:
+            self.transport.post(rr, (ERROR, None, None, None, wire, corr, -1, None))
+
+    def _complete(self, corr: int, ok: bool, value) -> None:
+        w = self._pending.pop(corr, None)
+        if w is None:
+            return  # timed out already: a late reply is dropped
+        if not ok and isinstance(value, tuple):
+            value = E.from_wire(value)
+        target = w[0]
+        if type(target) is greenlet:
+            self._resume.append((target, (ok, value)))
+        else:
+            target(ok, value)
+
+    def _unsendable(self, dest, env, exc) -> None:
+        msg = (f"message {env[3]!r} to {env[1]!r} cannot be serialized for rank {dest}: "
+               f"{type(exc).__name__}: {exc}")
+        if env[0] in (ASK, SYS) and env[6] == self.rank and env[5]:
+            self._complete(env[5], False, E.InvalidMessage(msg))
+        else:
+            log.warning(msg)
+
+    # ------------------------------------------------------------ asks and sends --
+
+    def _start_ask(self, to, op, payload, timeout_ms, waiter, frm, ctx=None) -> None:
+        """Register a pending ask completed by ``waiter(ok, value)`` and route it."""
+        try:
+            aid, r = self._resolve(to)
+        except E.PlexError as exc:
+            waiter(False, exc)
+            return
+        corr = next(self._corr)
+        self._pending[corr] = (waiter, aid, op, timeout_ms)
+        heapq.heappush(self._timers, (_monotonic() + timeout_ms / 1000.0, next(self._tseq),
+                                      _T_ASK, corr))
+        self._post((ASK, aid, frm, op, payload, corr, self.rank, ctx), r)
+
+    def ask_from_actor(self, cell, to, op, payload, timeout_ms):
+        """``host.ask``: park the calling greenlet until the reply or the timeout."""
+        if self._phase >= P_FINAL:
+            raise E.NodeClosed(f"rank {self.rank} is shutting down")
+        aid, r = self._resolve(to)
+        g = getcurrent()
+        corr = next(self._corr)
+        self._pending[corr] = (g, aid, op, timeout_ms)
+        heapq.heappush(self._timers, (_monotonic() + timeout_ms / 1000.0, next(self._tseq),
+                                      _T_ASK, corr))
+        self._post((ASK, aid, cell.id, op, payload, corr, self.rank, None), r)
+        ok, value = self._hub.switch(_BLOCKED)
+        if ok:
+            return value
+        raise value
+
+    def send_from(self, frm: str, to: str, op: str, payload) -> None:
+        aid, r = self._resolve(to)
+        self._post((SEND, aid, frm, op, payload, 0, -1, None), r)
+
+    def _send_quiet(self, to, op, payload, frm) -> None:
+        try:
+            self.send_from(frm, to, op, payload)
+        except E.ActorNotFound as exc:
+            log.debug("send dropped: %s", exc)
+
+    def send_after(self, cell, delay_ms: float, op: str, payload) -> None:
+        heapq.heappush(self._timers, (_monotonic() + delay_ms / 1000.0, next(self._tseq),
+                                      _T_SEND, (cell.id, op, payload)))
+
+    def call_later(self, delay_s: float, fn) -> None:
+        heapq.heappush(self._timers, (_monotonic() + delay_s, next(self._tseq), _T_CALL, fn))
+
+    def wait_from_actor(self, start):
+        """Run ``start(done)`` on the hub and park the calling greenlet until ``done``."""
+        g = getcurrent()
+        slot: list = [False, None]  # [parked, early result]
+
+        def done(ok, value):
+            if slot[0]:
+                self._resume.append((g, (ok, value)))
+            else:
+                slot[1] = (ok, value)
+
+        start(done)
+        if slot[1] is None:
+            slot[0] = True
+            ok, value = self._hub.switch(_BLOCKED)
+        else:
+            ok, value = slot[1]
+        if ok:
+            return value
+        raise value
+
+    # ------------------------------------------------------------------- actors --
+
+    def _new_cell(self, aid, name, spec, args, restart, supervised) -> ActorCell:
+        config = {"actor_id": aid, "name": name, "rank": self.rank, "args": dict(args or {}),
+                  "facets": list(spec.facets)}
+        cell = ActorCell(aid, name, spec, config, restart, next(self._seq), supervised)
+        cell.inst = spec.new_instance(aid)
+        self._cells[aid] = cell
+        return cell
+
+    def _queue_init(self, cell, waiter=None) -> None:
+        cell.status = STARTING
+        cell.init_waiter = waiter
+        mb = cell.mailbox
+        if mb is None:
+            cell.mailbox = mb = deque()
+        mb.appendleft((INIT, cell.id, None, "__init__", cell.config, 0, -1, None))
+        if not cell.queued and cell.running is None:
+            cell.queued = True
+            self._ready.append(cell)
+
+    def _start_children(self) -> None:
+        mine = self.config.children_on(self.rank)
+        self._local_inits = len(mine)
+        for child in mine:
+            cell = self._new_cell(f"{child.name}@{self.rank}", child.name, spec_of(child.cls),
+                                  child.args, child.restart, True)
+            self._queue_init(cell, self._startup_waiter(child.name))
+        if not mine:
+            self._local_ready()
+
+    def _startup_waiter(self, name):
+        def done(ok, value):
+            if not ok:
+                self._start_error = f"actor {name!r} on rank {self.rank} failed to start: {value}"
+                log.error(self._start_error)
+                self.request_shutdown(self._start_error, 1)
+                return
+            self._local_inits -= 1
+            if self._local_inits == 0:
+                self._local_ready()
+        return done
+
+    def _local_ready(self) -> None:
+        for r in range(self.size):
+            if r != self.rank:
+                self.transport.post(r, (SYS, None, None, "ready", None, 0, -1, None))
+        self._ready_peers.add(self.rank)
+        self._check_started()
+
+    def _check_started(self) -> None:
+        if self._phase == P_STARTING and len(self._ready_peers) == self.size:
+            self._phase = P_RUNNING
+            self._started.set()
+            log.info("rank %d: all %d ranks started", self.rank, self.size)
+            for fn in self.on_started:
+                fn()
+
+    def _class_ref(self, cls_or_path):
+        if isinstance(cls_or_path, str):
+            cls = resolve_class(cls_or_path, where="spawn")
+        else:
+            cls = cls_or_path
+            spec_of(cls)
+        mod = getattr(cls, "__module__", "__main__")
+        if mod != "__main__" and "<locals>" not in cls.__qualname__:
+            return ("path", f"{mod}:{cls.__qualname__}", cls)
+        import cloudpickle
+        return ("pickled", cloudpickle.dumps(cls), cls)
+
+    def _load_class(self, ref):
+        kind, data = ref[0], ref[1]
+        if kind == "path":
+            return resolve_class(data, where="spawn")
+        import cloudpickle
+        return cloudpickle.loads(data)
+
+    def _start_spawn(self, ref, name, rank, args, restart, done) -> None:
+        target = self.rank if rank is None else rank
+        if not isinstance(target, int) or not 0 <= target < self.size:
+            done(False, ValueError(f"spawn: rank {rank!r} out of range 0..{self.size - 1}"))
+            return
+        if restart not in ("permanent", "transient", "temporary"):
+            done(False, ValueError(f"spawn: restart must be permanent, transient or "
+                                   f"temporary, got {restart!r}"))
+            return
+        if name is not None and (not isinstance(name, str) or not name or "@" in name
+                                 or name.startswith("$")):
+            done(False, ValueError(f"spawn: invalid name {name!r} (non-empty, no '@', "
+                                   "not starting with '$')"))
+            return
+        if name is not None and name in self._names:
+            done(False, ValueError(f"spawn: the name {name!r} is taken by "
+                                   f"{self._names[name]}"))
+            return
+        if target == self.rank:
+            self._spawn_local(ref[2] if len(ref) > 2 else self._load_class(ref), name, args,
+                              restart, done)
+            return
+        corr = next(self._corr)
+        self._pending[corr] = (done, f"$node@{target}", "spawn", 30000)
+        heapq.heappush(self._timers, (_monotonic() + 30.0, next(self._tseq), _T_ASK, corr))
+        self.transport.post(target, (SYS, None, None, "spawn",
+                                     (ref[:2], name, args, restart), corr, self.rank, None))
+
+    def _spawn_local(self, cls, name, args, restart, done) -> None:
+        try:
+            spec = spec_of(cls)
+        except TypeError as exc:
+            done(False, E.InvalidMessage(str(exc)))
+            return
+        if name is not None and name in self._names:
+            done(False, ValueError(f"spawn: the name {name!r} is taken by {self._names[name]}"))
+            return
+        label = name or f"{cls.__name__}-{next(self._spawn_seq)}"
+        aid = f"{label}@{self.rank}"
+        try:
+            cell = self._new_cell(aid, name, spec, args, restart, True)
+        except Exception as exc:  # noqa: BLE001 - the class's own __init__ failed
+            done(False, E.RemoteError(f"creating {aid} failed: {type(exc).__name__}: {exc}",
+                                      remote_type=type(exc).__name__, remote_message=str(exc),
+                                      rank=self.rank, actor=aid))
+            return
+        if name is not None:
+            self._register_name(name, aid, broadcast=True)
+
+        def after_init(ok, value):
+            if ok:
+                done(True, aid)
+            else:
+                self._finalize_stop(cell, "init failed")
+                done(False, value)
+
+        self._queue_init(cell, after_init)
+
+    def _register_name(self, name, aid, broadcast) -> None:
+        self._names[name] = aid
+        self._route_cache.pop(name, None)
+        if broadcast:
+            for r in range(self.size):
+                if r != self.rank:
+                    self.transport.post(r, (SYS, None, None, "name", (name, aid), 0, -1, None))
+
+    def _unregister_name(self, name, aid, broadcast) -> None:
+        if self._names.get(name) == aid and name not in self._static_names():
+            del self._names[name]
+            self._route_cache.pop(name, None)
+        if broadcast:
+            for r in range(self.size):
+                if r != self.rank:
+                    self.transport.post(r, (SYS, None, None, "unname", (name, aid), 0, -1, None))
+
+    def _static_names(self):
+        return {c.name for c in self.config.children}
+
+    def _start_stop(self, actor, reason, done) -> None:
+        try:
+            aid, r = self._resolve(actor)
+        except E.PlexError as exc:
+            done(False, exc)
+            return
+        if r != self.rank:
+            corr = next(self._corr)
+            self._pending[corr] = (done, aid, "stop", 10000)
+            heapq.heappush(self._timers, (_monotonic() + 10.0, next(self._tseq), _T_ASK, corr))
+            self.transport.post(r, (SYS, aid, None, "stop", reason, corr, self.rank, None))
+            return
+        cell = self._cells.get(aid)
+        if cell is None or cell.status == STOPPED:
+            done(False, E.ActorNotFound(f"no actor {aid!r} on rank {self.rank}", actor=aid))
+            return
+        self.stop_actor(cell, reason, done)
+
+    def stop_actor(self, cell, reason, done=None) -> None:
+        """Stop ``cell`` after its current message: terminate handler, then gone."""
+        if done is not None:
+            if cell.stop_waiters is None:
+                cell.stop_waiters = []
+            cell.stop_waiters.append(done)
+        if cell.status in (STOPPING, STOPPED):
+            return
+        cell.status = STOPPING
+        cell.stop_reason = reason
+        if cell.spec.terminate is not None and cell.inst is not None:
+            mb = cell.mailbox
+            if mb is None:
+                cell.mailbox = mb = deque()
+            mb.appendleft((TERM, cell.id, None, "__terminate__", reason, 0, -1, None))
+            if not cell.queued and cell.running is None:
+                cell.queued = True
+                self._ready.append(cell)
+        elif cell.running is None:
+            self._finalize_stop(cell, reason)
+
+    def _finalize_stop(self, cell, reason) -> None:
+        if cell.status == STOPPED:
+            return
+        cell.status = STOPPED
+        self._cells.pop(cell.id, None)
+        self._route_cache.pop(cell.id, None)
+        if cell.groups:
+            self.groups.leave_all(cell)
+        if cell.name is not None and cell.name not in self._static_names():
+            self._unregister_name(cell.name, cell.id, broadcast=True)
+        mb, cell.mailbox = cell.mailbox, None
+        while mb:
+            env = mb.popleft()
+            if env[0] == ASK:
+                self._reply_error(env, E.NOT_FOUND, f"actor {cell.id!r} stopped ({reason}) "
+                                  f"before handling {env[3]!r}")
+        cell.inst = None
+        waiters, cell.stop_waiters = cell.stop_waiters, None
+        for w in waiters or ():
+            w(True, None)
+        log.debug("stopped %s (%s)", cell.id, reason)
+
+    # --------------------------------------------------------------- execution --
+
+    def _dispatch(self, cell, env) -> None:
+        g = self._pool.pop() if self._pool else greenlet(self._worker_main, self._hub)
+        cell.running = g
+        g.cell = cell
+        self._busy += 1
+        self._switch(g, (cell, env))
+
+    def _switch(self, g, value) -> None:
+        r = g.switch(value)
+        if r is _DONE:
+            cell = g.cell
+            g.cell = None
+            self._pool.append(g)
+            self._busy -= 1
+            cell.running = None
+            if cell.status == STOPPING and cell.stop_reason is not None and not (
+                    cell.mailbox and cell.mailbox[0][0] == TERM):
+                self._finalize_stop(cell, cell.stop_reason)
+            elif cell.mailbox and not cell.queued:
+                cell.queued = True
+                self._ready.append(cell)
+
+    def _worker_main(self, task):
+        hub = self._hub
+        while True:
+            cell, env = task
+            try:
+                self._execute(cell, env)
+            except BaseException:  # noqa: BLE001 - never let a worker die
+                log.exception("internal error while running %s", env[3])
+            task = hub.switch(_DONE)
+
+    def _execute(self, cell, env) -> None:
+        kind = env[0]
+        self.messages_handled += 1
+        if kind == INIT:
+            self._run_init(cell, env)
+            return
+        if kind == TERM:
+            self._run_terminate(cell, env)
+            return
+        if cell.status != RUNNING:
+            # a message that overtook a restart: it waits behind the init
+            if kind == ASK or kind == SEND:
+                mb = cell.mailbox
+                if mb is None:
+                    cell.mailbox = mb = deque()
+                mb.append(env)
+            return
+        op = env[3]
+        h = cell.spec.handlers.get(op)
+        if h is None:
+            if kind == ASK:
+                self._reply(env, {"error": f"Unknown message type: {op}"})
+            else:
+                actor_log.warning("%s: no handler for cast %r (dropped)", cell.id, op)
+            return
+        try:
+            result = h.invoke(cell.inst, env[4])
+        except E.InvalidMessage as exc:
+            if kind == ASK:
+                self._reply_error(env, E.INVALID, f"{cell.id}: {exc}")
+            else:
+                actor_log.warning("%s: cast %r refused: %s", cell.id, op, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - a crash: reply, then restart
+            tb = traceback.format_exc()
+            if kind == ASK:
+                self._reply_error(
+                    env, E.REMOTE,
+                    f"handler {op!r} of actor {cell.id} on rank {self.rank} raised "
+                    f"{type(exc).__name__}: {exc}",
+                    remote_type=type(exc).__name__, tb=tb)
+            self._crash(cell, exc, tb, f"handler {op!r}")
+            return
+        if kind == ASK:
+            self._reply(env, result)
+
+    def _run_init(self, cell, env) -> None:
+        spec = cell.spec
+        waiter, cell.init_waiter = cell.init_waiter, None
+        try:
+            if cell.inst is None:
+                cell.inst = spec.new_instance(cell.id)
+            if spec.init is not None:
+                spec.init(cell.inst, env[4])
+        except Exception as exc:  # noqa: BLE001
+            tb = traceback.format_exc()
+            if waiter is not None:
+                actor_log.error("%s: init failed: %s", cell.id, tb)
+                waiter(False, E.RemoteError(
+                    f"init of actor {cell.id} on rank {self.rank} raised "
+                    f"{type(exc).__name__}: {exc}", remote_type=type(exc).__name__,
+                    remote_message=str(exc), rank=self.rank, actor=cell.id, op="__init__",
+                    remote_traceback=tb))
+                return
+            self._crash(cell, exc, tb, "init")
+            return
+        if cell.status == STARTING:
+            cell.status = RUNNING
+        if waiter is not None:
+            waiter(True, cell.id)
+
+    def _run_terminate(self, cell, env) -> None:
+        try:
+            cell.spec.terminate(cell.inst, env[4])
+        except Exception:  # noqa: BLE001
+            actor_log.error("%s: terminate handler raised:\n%s", cell.id, traceback.format_exc())
+
+    def _crash(self, cell, exc, tb, where) -> None:
+        """A handler or init raised: restart the actor (one_for_one) within intensity."""
+        actor_log.error("%s crashed in %s: %s: %s\n%s", cell.id, where, type(exc).__name__,
+                        exc, tb)
+        if cell.groups:
+            self.groups.leave_all(cell)
+        cell.inst = None
+        if cell.status == STOPPING:
+            return  # being stopped anyway: _switch finalizes it
+        if not cell.supervised or cell.restart == "temporary":
+            cell.status = STOPPING
+            cell.stop_reason = f"crashed: {type(exc).__name__}: {exc}"
+            return
+        now = _monotonic()
+        window = self.config.max_restart_window_seconds
+        rl = self._restart_log
+        rl.append(now)
+        while rl and rl[0] < now - window:
+            rl.popleft()
+        if len(rl) > self.config.max_restarts:
+            reason = (f"supervisor on rank {self.rank}: restart intensity exceeded "
+                      f"({len(rl)} restarts within {window:g} s, max_restarts="
+                      f"{self.config.max_restarts}); last crash: {cell.id} in {where}: "
+                      f"{type(exc).__name__}: {exc}")
+            actor_log.critical(reason)
+            cell.status = STOPPING
+            cell.stop_reason = "restart intensity exceeded"
+            self.request_shutdown(reason, 1)
+            return
+        cell.restarts += 1
+        self._queue_init(cell)
+        actor_log.warning("%s restarted (restart %d)", cell.id, cell.restarts)
+
+    # ------------------------------------------------------------ system messages --
+
+    def _on_batch(self, src: int, batch) -> None:
+        for env in batch:
+            k = env[0]
+            if k <= SEND:
+                self._deliver(env)
+            elif k == REPLY:
+                self._complete(env[5], True, env[4])
+            elif k == ERROR:
+                self._complete(env[5], False, env[4])
+            else:
+                self._system(src, env)
+
+    def _system(self, src, env) -> None:
+        op = env[3]
+        if op == "pg":
+            self.groups.apply_remote(env[4])
+        elif op == "name":
+            name, aid = env[4]
+            self._register_name(name, aid, broadcast=False)
+        elif op == "unname":
+            name, aid = env[4]
+            self._unregister_name(name, aid, broadcast=False)
+        elif op == "ready":
+            self._ready_peers.add(src)
+            self._check_started()
+        elif op == "shutdown":
+            reason, code = env[4]
+            self.request_shutdown(reason, code, broadcast=False)
+        elif op == "stopped":
+            self._stopped_peers.add(src)
+        elif op == "spawn":
+            ref, name, args, restart = env[4]
+            done = self._remote_done(src, env)
+            try:
+                cls = self._load_class(ref)
+            except Exception as exc:  # noqa: BLE001
+                done(False, E.InvalidMessage(f"spawn on rank {self.rank}: cannot load class: "
+                                             f"{exc}"))
+                return
+            self._spawn_local(cls, name, args, restart, done)
+        elif op == "stop":
+            self._start_stop(env[1], env[4], self._remote_done(src, env))
+        else:  # pragma: no cover
+            log.error("unknown system message %r from rank %d", op, src)
+
+    def _remote_done(self, src, env):
+        corr = env[5]
+
+        def done(ok, value):
+            if ok:
+                self.transport.post(src, (REPLY, None, None, None, value, corr, -1, None))
+            else:
+                if isinstance(value, E.ActorNotFound):
+                    wire = E.to_wire(E.NOT_FOUND, str(value), rank=self.rank)
+                elif isinstance(value, E.InvalidMessage):
+                    wire = E.to_wire(E.INVALID, str(value), rank=self.rank)
+                else:
+                    wire = E.to_wire(E.REMOTE, str(value), remote_type=type(value).__name__,
+                                     rank=self.rank, tb=getattr(value, "remote_traceback", ""))
+                self.transport.post(src, (ERROR, None, None, None, wire, corr, -1, None))
+        return done
+
+    # ----------------------------------------------------------------- shutdown --
+
+    def request_shutdown(self, reason: str = "requested", exit_code: int = 0,
+                         broadcast: bool = True) -> None:
+        """Begin draining this rank (and tell the others, unless they told us)."""
+        if exit_code > self._exit_code:
+            self._exit_code = exit_code
+        if self._phase >= P_DRAINING:
+            return
+        log.info("rank %d: shutting down (%s)", self.rank, reason)
+        self._shutdown_reason = reason
+        self._phase = P_DRAINING
+        self._drain_deadline = _monotonic() + self.config.drain_timeout_s
+        self._started.set()
+        if broadcast:
+            for r in range(self.size):
+                if r != self.rank:
+                    self.transport.post(r, (SYS, None, None, "shutdown", (reason, exit_code),
+                                            0, -1, None))
+
+    def _drained(self, now) -> bool:
+        if now >= self._drain_deadline:
+            return True
+        return not (self._ready or self._resume or self._busy or self.transport.outbox)
+
+    def _stop_all(self) -> None:
+        """Stop every local actor in reverse start order."""
+        for cell in sorted(self._cells.values(), key=lambda c: c.seq, reverse=True):
+            if cell.status == STOPPED:
+                continue
+            if cell.running is not None:
+                g = cell.running
+                cell.running = None
+                self._busy -= 1
+                try:
+                    g.throw(greenlet.GreenletExit)
+                except BaseException:  # noqa: BLE001
+                    pass
+            if cell.status != STOPPING:
+                cell.status = STOPPING
+                cell.stop_reason = "shutdown"
+                if cell.spec.terminate is not None and cell.inst is not None:
+                    g = greenlet(self._terminate_main, self._hub)
+                    g.cell = cell
+                    r = g.switch(cell)
+                    if r is _BLOCKED:
+                        log.warning("%s: terminate handler waited on an ask during "
+                                    "shutdown; abandoned", cell.id)
+            self._finalize_stop(cell, "shutdown")
+        for corr, w in list(self._pending.items()):
+            self._complete(corr, False, E.NodeClosed(
+                f"rank {self.rank} shut down before {w[1]!r} answered {w[2]!r}"))
+        self._resume.clear()
+
+    def _terminate_main(self, cell):
+        try:
+            cell.spec.terminate(cell.inst, "shutdown")
+        except Exception:  # noqa: BLE001
+            actor_log.error("%s: terminate handler raised:\n%s", cell.id,
+                            traceback.format_exc())
+        return _DONE
+
+    def _enter_final(self) -> None:
+        self._stop_all()
+        self._phase = P_FINAL
+        for r in range(self.size):
+            if r != self.rank:
+                self.transport.post(r, (SYS, None, None, "stopped", None, 0, -1, None))
+        self._stopped_peers.add(self.rank)
+        self._final_deadline = _monotonic() + self.stop_timeout_s
+
+    # --------------------------------------------------------------- the loop --
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT start a graceful job-wide shutdown (main thread only)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: self._request_signal(signum))
+
+    def _request_signal(self, signum) -> None:
+        self._signal = signum
+        self.doorbell.ring_self()
+
+    def serve(self) -> int:
+        """Run the hub on this thread until the job shuts down; returns the exit code."""
+        self._hub = getcurrent()
+        try:
+            self._start_children()
+            self._loop()
+        finally:
+            self._phase = P_DONE
+            self._finished.set()
+            self._started.set()
+            self._close()
+        return self._exit_code
+
+    def serve_in_thread(self) -> None:
+        """Run the hub on a background thread (the driver rank); wait until started."""
+        def body():
+            try:
+                self.serve()
+            except BaseException:  # noqa: BLE001
+                log.exception("node loop failed")
+                self._exit_code = max(self._exit_code, 1)
+        self._thread = threading.Thread(target=body, name=f"plexhpc-hub-r{self.rank}",
+                                        daemon=True)
+        self._thread.start()
+        self._started.wait()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        transport = self.transport
+        doorbell = self.doorbell
+        ready = self._ready
+        resume = self._resume
+        external = self._external
+        timers = self._timers
+        startup_deadline = _monotonic() + self.startup_timeout_s
+        last_work = _monotonic()
+        sched_yield = getattr(os, "sched_yield", lambda: None)
+        while True:
+            worked = False
+            if transport.poll(self._on_batch):
+                worked = True
+            while external:
+                external.popleft()()
+                worked = True
+            if resume or ready:
+                worked = True
+            n = len(resume) + len(ready)
+            while n > 0 and (resume or ready):
+                n -= 1
+                if resume:
+                    g, outcome = resume.popleft()
+                    if not g.dead:
+                        self._switch(g, outcome)
+                else:
+                    cell = ready.popleft()
+                    cell.queued = False
+                    if cell.running is not None or cell.status == STOPPED:
+                        continue
+                    mb = cell.mailbox
+                    if not mb:
+                        cell.mailbox = None
+                        continue
+                    self._dispatch(cell, mb.popleft())
+                    if cell.mailbox is not None and not cell.mailbox and cell.running is None:
+                        cell.mailbox = None
+            now = _monotonic()
+            if timers and timers[0][0] <= now:
+                self._fire_timers(now)
+                worked = True
+            if transport.outbox:
+                for dest in transport.flush():
+                    doorbell.ring_if_sleeping(dest)
+                worked = True
+            if transport._pending:
+                transport.progress_sends()
+            if self._signal:
+                sig, self._signal = self._signal, 0
+                self.request_shutdown(f"signal {signal.Signals(sig).name}", 0)
+                worked = True
+            phase = self._phase
+            if phase != P_RUNNING:
+                if phase == P_STARTING and now > startup_deadline:
+                    missing = sorted(set(range(self.size)) - self._ready_peers)
+                    self._start_error = (f"start-up timed out after {self.startup_timeout_s:g}"
+                                         f" s: rank(s) {missing} never reported ready")
+                    log.error(self._start_error)
+                    self.request_shutdown(self._start_error, 1)
+                elif phase == P_DRAINING and self._drained(now):
+                    self._enter_final()
+                    worked = True
+                elif phase == P_FINAL:
+                    if transport.outbox:
+                        continue
+                    if len(self._stopped_peers) >= self.size:
+                        return
+                    if now > self._final_deadline:
+                        missing = sorted(set(range(self.size)) - self._stopped_peers)
+                        log.error("rank %d: rank(s) %s did not finish shutting down within "
+                                  "%g s", self.rank, missing, self.stop_timeout_s)
+                        self._exit_code = max(self._exit_code, 1)
+                        self.unclean = True
+                        return
+            if worked:
+                last_work = now
+                continue
+            idle = now - last_work
+            if idle < self.spin_s:
+                if idle > 10e-6:
+                    sched_yield()
+                continue
+            self._sleep(now)
+
+    def _sleep(self, now) -> None:
+        db = self.doorbell
+        db.announce_sleep()
+        # re-check after announcing: after a sleep MPICH's first Iprobe only runs progress
+        if (self.transport.probe() or self.transport.probe() or self._external
+                or self._signal or self._ready or self._resume):
+            db.wake()
+            return
+        timeout = self.max_sleep_s
+        if self._timers:
+            timeout = min(timeout, max(0.0, self._timers[0][0] - now))
+        if self.transport._pending or not db.shared or db.has_remote_peers:
+            timeout = min(timeout, self.remote_poll_s)
+        if self._phase != P_RUNNING:
+            timeout = min(timeout, 0.05)
+        db.sleep(timeout)
+
+    def _fire_timers(self, now) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, kind, data = heapq.heappop(timers)
+            if kind == _T_ASK:
+                w = self._pending.get(data)
+                if w is not None:
+                    self._complete(data, False, E.AskTimeout(
+                        f"no reply from {w[1]!r} to {w[2]!r} within {w[3]:g} ms",
+                        to=w[1], op=w[2], timeout_ms=w[3]))
+            elif kind == _T_SEND:
+                aid, op, payload = data
+                if aid in self._cells:
+                    self._deliver((SEND, aid, aid, op, payload, 0, -1, None))
+            else:
+                data()
+
+    def _close(self) -> None:
+        global _current
+        deadline = _monotonic() + 2.0
+        while self.transport._pending and _monotonic() < deadline:
+            self.transport.progress_sends()
+        self.doorbell.close()
+        if _current is self:
+            _current = None
+
+
+def _check_payload(op, payload) -> None:
+    if not isinstance(op, str) or not op:
+        raise E.InvalidMessage(f"op must be a non-empty str, got {op!r}")
+    if payload is not None and not isinstance(payload, dict):
+        raise E.InvalidMessage(f"payload for {op!r} must be a dict (or None), got "
+                               f"{type(payload).__name__}")

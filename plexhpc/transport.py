@@ -1,0 +1,162 @@
+"""Actor messages between ranks: batches of envelopes over MPI point-to-point.
+
+Why it looks like this (figures in ``docs/ARCHITECTURE.md``):
+
+- Everything a rank sends to one peer during one turn of its loop goes as one MPI
+  message (a *batch*), pickled once. A flood of small sends costs one MPI message per
+  turn, not one per send, and per-pair order is the order of the batch.
+- Array data travels out of band: pickle protocol 5 hands large buffers (>= 4 KiB) to a
+  callback; they follow the batch header as raw MPI messages and are received straight
+  into fresh buffers that the unpickled arrays then own. Nothing big is copied in-band.
+- Sends are nonblocking (``Isend``): two ranks sending large messages to each other at
+  once never deadlock. A request not complete at once is kept with its buffers until it is.
+- Only the node's loop thread calls into this module, and only on the runtime's own
+  communicator, so user traffic on COMM_WORLD can never match these messages.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+
+from mpi4py import MPI
+
+__all__ = ["Transport", "TAG_BATCH", "TAG_HDR", "TAG_BUF"]
+
+TAG_BATCH = 101  # a pickled batch with everything in-band
+TAG_HDR = 102    # header (buffer sizes) + pickle stream; TAG_BUF messages follow
+TAG_BUF = 103    # one out-of-band buffer
+
+_dumps = pickle.dumps
+_loads = pickle.loads
+_U64 = struct.Struct("<Q")
+
+
+class Transport:
+    """Batches outgoing envelopes per destination and moves them over ``comm``."""
+
+    def __init__(self, comm: MPI.Comm, *, oob_threshold: int = 4096):
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.oob_threshold = oob_threshold
+        self.outbox: dict[int, list] = {}
+        self._pending: list = []          # (request or list of requests, keepalive)
+        self._status = MPI.Status()
+        self._rbuf = bytearray(1 << 16)
+        self.on_unsendable = None         # callback(dest, envelope, exc)
+        self.batches_sent = 0
+        self.batches_received = 0
+
+    # ---- sending -------------------------------------------------------------------
+
+    def post(self, dest: int, envelope) -> None:
+        """Queue an envelope for ``dest``; it leaves at the next :meth:`flush`."""
+        box = self.outbox.get(dest)
+        if box is None:
+            self.outbox[dest] = [envelope]
+        else:
+            box.append(envelope)
+
+    def flush(self) -> list:
+        """Send every queued batch; returns the destinations that got one."""
+        boxes = self.outbox
+        if not boxes:
+            return []
+        self.outbox = {}
+        dests = []
+        for dest, batch in boxes.items():
+            try:
+                self._send_batch(dest, batch)
+            except Exception:
+                # some payload would not pickle: send the others one by one and
+                # report each one that fails, so one bad message loses nothing else
+                for env in batch:
+                    try:
+                        self._send_batch(dest, [env])
+                    except Exception as exc:  # noqa: BLE001 - reported to the sender
+                        if self.on_unsendable is not None:
+                            self.on_unsendable(dest, env, exc)
+            dests.append(dest)
+        return dests
+
+    def _send_batch(self, dest: int, batch: list) -> None:
+        oob: list = []
+        threshold = self.oob_threshold
+
+        def keep_large(pb):
+            if pb.raw().nbytes < threshold:
+                return True   # small: serialize in-band
+            oob.append(pb)
+            return False
+
+        data = _dumps(batch, 5, buffer_callback=keep_large)
+        comm = self.comm
+        self.batches_sent += 1
+        if not oob:
+            req = comm.Isend([data, MPI.BYTE], dest, TAG_BATCH)
+            if not req.Test():
+                self._pending.append((req, data))
+            return
+        raws = [pb.raw() for pb in oob]
+        head = struct.pack(f"<Q{len(raws)}Q", len(raws), *(r.nbytes for r in raws)) + data
+        reqs = [comm.Isend([head, MPI.BYTE], dest, TAG_HDR)]
+        for r in raws:
+            reqs.append(comm.Isend([r, MPI.BYTE], dest, TAG_BUF))
+        if not MPI.Request.Testall(reqs):
+            self._pending.append((reqs, (head, raws, oob)))
+
+    @property
+    def sends_in_flight(self) -> int:
+        return len(self._pending)
+
+    def progress_sends(self) -> None:
+        """Release the buffers of sends that have completed."""
+        still = []
+        for item in self._pending:
+            req = item[0]
+            done = MPI.Request.Testall(req) if isinstance(req, list) else req.Test()
+            if not done:
+                still.append(item)
+        self._pending = still
+
+    # ---- receiving -----------------------------------------------------------------
+
+    def probe(self) -> bool:
+        """True if a message is waiting (runs MPI progress once)."""
+        return self.comm.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG)
+
+    def poll(self, deliver, max_batches: int = 64) -> int:
+        """Receive up to ``max_batches`` waiting batches, calling ``deliver(src, batch)``."""
+        comm = self.comm
+        st = self._status
+        n = 0
+        while n < max_batches and comm.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, st):
+            src = st.Get_source()
+            tag = st.Get_tag()
+            count = st.Get_count(MPI.BYTE)
+            if tag == TAG_BATCH:
+                buf = self._rbuf
+                if count > len(buf):
+                    buf = bytearray(count)
+                    if count <= (1 << 22):
+                        self._rbuf = buf
+                comm.Recv([buf, count, MPI.BYTE], src, TAG_BATCH)
+                batch = _loads(memoryview(buf)[:count])
+            elif tag == TAG_HDR:
+                head = bytearray(count)
+                comm.Recv([head, count, MPI.BYTE], src, TAG_HDR)
+                nbuf = _U64.unpack_from(head, 0)[0]
+                sizes = struct.unpack_from(f"<{nbuf}Q", head, 8)
+                bufs = []
+                for size in sizes:
+                    b = MPI.buffer.allocate(size)
+                    comm.Recv([b, size, MPI.BYTE], src, TAG_BUF)
+                    bufs.append(b)
+                batch = _loads(memoryview(head)[8 + 8 * nbuf:], buffers=bufs)
+            else:  # pragma: no cover - nothing else is sent on this communicator
+                raise RuntimeError(f"plexhpc transport: unexpected tag {tag} from rank {src}")
+            self.batches_received += 1
+            n += 1
+            deliver(src, batch)
+        return n
