@@ -93,6 +93,10 @@ class HandlerSpec:
     required: tuple = ()
     takes_all: bool = False
 
+    def __post_init__(self):
+        self._param_set = frozenset(self.params)
+        self._required_set = frozenset(self.required)
+
     def invoke(self, instance: Any, payload: dict | None) -> Any:
         """Call the handler with the payload's keys as keyword arguments."""
         if not payload:
@@ -100,17 +104,13 @@ class HandlerSpec:
                 raise InvalidMessage(
                     f"op {self.op!r} requires payload keys {list(self.required)}; got none")
             return self.func(instance)
-        if self.takes_all:
-            kwargs = dict(payload)
-        else:
-            kwargs = {k: payload[k] for k in self.params if k in payload}
-        if self.required:
+        if self._required_set and not self._required_set <= payload.keys():
             missing = [k for k in self.required if k not in payload]
-            if missing:
-                raise InvalidMessage(
-                    f"op {self.op!r} requires payload keys {missing}; "
-                    f"got {sorted(payload)}")
-        return self.func(instance, **kwargs)
+            raise InvalidMessage(
+                f"op {self.op!r} requires payload keys {missing}; got {sorted(payload)}")
+        if self.takes_all or payload.keys() <= self._param_set:
+            return self.func(instance, **payload)
+        return self.func(instance, **{k: payload[k] for k in self.params if k in payload})
 
 
 @dataclass

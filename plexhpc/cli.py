@@ -64,7 +64,7 @@ def main(argv: list | None = None) -> int:
     import mpi4py
 
     from .mpiutil import launched_by_mpi
-    if args.log_level:
+    if getattr(args, "log_level", None):
         os.environ["PLEXHPC_LOG"] = args.log_level
 
     if args.command == "run":

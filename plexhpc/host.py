@@ -16,6 +16,7 @@ from typing import Any
 from greenlet import getcurrent
 
 from . import errors as E
+from . import node as _node_mod
 from .log import get_logger
 
 __all__ = ["host", "Host"]
@@ -31,8 +32,7 @@ def _here():
         raise E.HostUsageError(
             "host.* works only inside an actor's handler; from a driver script use the "
             "node returned by plexhpc.start()")
-    from .node import current_node
-    return current_node(), cell
+    return _node_mod._current, cell
 
 
 def _check(op, payload):
@@ -144,6 +144,15 @@ class Host:
         ref = node._class_ref(actor_class)
         return node.wait_from_actor(
             lambda done: node._start_spawn(ref, name, rank, args, restart, done))
+
+    def spawn_many(self, actor_class, count: int, *, rank: int | None = None,
+                   args: dict | None = None, timeout_ms: float = 600000) -> list:
+        """Start ``count`` unnamed actors of one class on ``rank`` at once; returns their
+        ids when every init has succeeded (cheaper than ``count`` spawns)."""
+        node, _ = _here()
+        ref = node._class_ref(actor_class)
+        return node.wait_from_actor(
+            lambda done: node._start_spawn_many(ref, count, rank, args, done))
 
     def stop(self, actor: str | None = None, reason: str = "normal") -> None:
         """Stop an actor (default: this one) after its current message. It is not

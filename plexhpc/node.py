@@ -59,7 +59,12 @@ P_STARTING, P_RUNNING, P_DRAINING, P_FINAL, P_DONE = range(5)
 _DONE = object()
 _BLOCKED = object()
 
-_T_ASK, _T_SEND, _T_CALL = 0, 1, 2
+_T_SEND, _T_CALL = 1, 2
+
+#: messages one actor may handle per turn before the loop polls MPI again
+_BUDGET = 64
+#: greenlet resumptions and actor turns per loop turn before polling MPI again
+_TURN_CAP = 256
 
 _monotonic = time.monotonic
 
@@ -75,10 +80,10 @@ class ActorCell:
     """The runtime's record of one actor: kept small, since a rank may hold 100k of them."""
 
     __slots__ = ("id", "name", "spec", "inst", "mailbox", "running", "queued", "status",
-                 "restart", "config", "init_waiter", "seq", "groups", "stop_reason",
-                 "stop_waiters", "restarts", "supervised")
+                 "restart", "args", "init_waiter", "seq", "groups", "stop_reason",
+                 "stop_waiters", "restarts", "supervised", "pending_init")
 
-    def __init__(self, aid, name, spec, config, restart, seq, supervised):
+    def __init__(self, aid, name, spec, args, restart, seq, supervised):
         self.id = aid
         self.name = name
         self.spec = spec
@@ -88,7 +93,7 @@ class ActorCell:
         self.queued = False
         self.status = STARTING
         self.restart = restart
-        self.config = config
+        self.args = args
         self.init_waiter = None
         self.seq = seq
         self.groups = None
@@ -96,6 +101,7 @@ class ActorCell:
         self.stop_waiters = None
         self.restarts = 0
         self.supervised = supervised
+        self.pending_init = False
 
 
 def rank_of(actor_id: str) -> int:
@@ -134,6 +140,15 @@ class Node:
         self.transport = Transport(self.comm)
         self.transport.on_unsendable = self._unsendable
         self.doorbell = Doorbell(self.comm, self.job_tag)
+        self.transport.on_flushed = self.doorbell.ring_if_sleeping
+        # Spinning ranks that share a core with a peer must yield it quickly, or the peer
+        # loses whole scheduler ticks; with a core each, yielding only adds latency.
+        local_ranks = len(self.doorbell.local_of_world)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+        self.oversubscribed = local_ranks > cores
+        self.yield_after_s = float(os.environ.get(
+            "PLEXHPC_YIELD_AFTER_US", 10 if self.oversubscribed else 100)) * 1e-6
         self.groups = GroupRegistry(self)
 
         self._cells: dict[str, ActorCell] = {}
@@ -142,7 +157,8 @@ class Node:
         self._ready: deque = deque()
         self._resume: deque = deque()
         self._external: deque = deque()
-        self._timers: list = []
+        self._timers: list = []           # heap of (deadline, seq, kind, data)
+        self._ask_deadlines: dict = {}    # timeout_ms -> deque of (deadline, corr)
         self._pending: dict[int, tuple] = {}
         self._pool: list = []
         self._corr = itertools.count(1)
@@ -356,8 +372,7 @@ class Node:
             return
         corr = next(self._corr)
         self._pending[corr] = (waiter, aid, op, timeout_ms)
-        heapq.heappush(self._timers, (_monotonic() + timeout_ms / 1000.0, next(self._tseq),
-                                      _T_ASK, corr))
+        self._arm_ask(corr, timeout_ms)
         self._post((ASK, aid, frm, op, payload, corr, self.rank, ctx), r)
 
     def ask_from_actor(self, cell, to, op, payload, timeout_ms):
@@ -368,13 +383,51 @@ class Node:
         g = getcurrent()
         corr = next(self._corr)
         self._pending[corr] = (g, aid, op, timeout_ms)
-        heapq.heappush(self._timers, (_monotonic() + timeout_ms / 1000.0, next(self._tseq),
-                                      _T_ASK, corr))
+        self._arm_ask(corr, timeout_ms)
         self._post((ASK, aid, cell.id, op, payload, corr, self.rank, None), r)
         ok, value = self._hub.switch(_BLOCKED)
         if ok:
             return value
         raise value
+
+    def _arm_ask(self, corr: int, timeout_ms: float) -> None:
+        """Remember an ask's deadline. Asks with the same timeout expire in the order they
+        were made, so one FIFO per timeout value replaces a heap, and answered asks at
+        the head are discarded as soon as they are seen."""
+        dq = self._ask_deadlines.get(timeout_ms)
+        if dq is None:
+            dq = self._ask_deadlines[timeout_ms] = deque()
+        dq.append((_monotonic() + timeout_ms / 1000.0, corr))
+
+    def _expire_asks(self, now) -> None:
+        pending = self._pending
+        empty = None
+        for key, dq in self._ask_deadlines.items():
+            while dq:
+                deadline, corr = dq[0]
+                w = pending.get(corr)
+                if w is None:
+                    dq.popleft()
+                    continue
+                if deadline > now:
+                    break
+                dq.popleft()
+                self._complete(corr, False, E.AskTimeout(
+                    f"no reply from {w[1]!r} to {w[2]!r} within {w[3]:g} ms",
+                    to=w[1], op=w[2], timeout_ms=w[3]))
+            if not dq:
+                empty = empty or []
+                empty.append(key)
+        for key in empty or ():
+            if not self._ask_deadlines[key]:
+                del self._ask_deadlines[key]
+
+    def _next_deadline(self):
+        best = self._timers[0][0] if self._timers else None
+        for dq in self._ask_deadlines.values():
+            if dq and (best is None or dq[0][0] < best):
+                best = dq[0][0]
+        return best
 
     def send_from(self, frm: str, to: str, op: str, payload) -> None:
         aid, r = self._resolve(to)
@@ -417,23 +470,24 @@ class Node:
     # ------------------------------------------------------------------- actors --
 
     def _new_cell(self, aid, name, spec, args, restart, supervised) -> ActorCell:
-        config = {"actor_id": aid, "name": name, "rank": self.rank, "args": dict(args or {}),
-                  "facets": list(spec.facets)}
-        cell = ActorCell(aid, name, spec, config, restart, next(self._seq), supervised)
+        cell = ActorCell(aid, name, spec, args, restart, next(self._seq), supervised)
         cell.inst = spec.new_instance(aid)
         self._cells[aid] = cell
         return cell
 
     def _queue_init(self, cell, waiter=None) -> None:
+        """Run the init handler before any queued message (no mailbox needed for it)."""
         cell.status = STARTING
         cell.init_waiter = waiter
-        mb = cell.mailbox
-        if mb is None:
-            cell.mailbox = mb = deque()
-        mb.appendleft((INIT, cell.id, None, "__init__", cell.config, 0, -1, None))
+        cell.pending_init = True
         if not cell.queued and cell.running is None:
             cell.queued = True
             self._ready.append(cell)
+
+    def _init_envelope(self, cell):
+        config = {"actor_id": cell.id, "name": cell.name, "rank": self.rank,
+                  "args": dict(cell.args or {}), "facets": list(cell.spec.facets)}
+        return (INIT, cell.id, None, "__init__", config, 0, -1, None)
 
     def _start_children(self) -> None:
         mine = self.config.children_on(self.rank)
@@ -515,7 +569,7 @@ class Node:
             return
         corr = next(self._corr)
         self._pending[corr] = (done, f"$node@{target}", "spawn", 30000)
-        heapq.heappush(self._timers, (_monotonic() + 30.0, next(self._tseq), _T_ASK, corr))
+        self._arm_ask(corr, 30000)
         self.transport.post(target, (SYS, None, None, "spawn",
                                      (ref[:2], name, args, restart), corr, self.rank, None))
 
@@ -549,6 +603,60 @@ class Node:
 
         self._queue_init(cell, after_init)
 
+    def _start_spawn_many(self, ref, count, rank, args, done) -> None:
+        target = self.rank if rank is None else rank
+        if not isinstance(target, int) or not 0 <= target < self.size:
+            done(False, ValueError(f"spawn_many: rank {rank!r} out of range 0..{self.size - 1}"))
+            return
+        if not isinstance(count, int) or count < 0:
+            done(False, ValueError(f"spawn_many: count must be an int >= 0, got {count!r}"))
+            return
+        if target == self.rank:
+            self._spawn_many_local(ref[2] if len(ref) > 2 else self._load_class(ref), count,
+                                   args, done)
+            return
+        corr = next(self._corr)
+        self._pending[corr] = (done, f"$node@{target}", "spawn_many", 600000)
+        self._arm_ask(corr, 600000)
+        self.transport.post(target, (SYS, None, None, "spawn_many", (ref[:2], count, args),
+                                     corr, self.rank, None))
+
+    def _spawn_many_local(self, cls, count, args, done) -> None:
+        """Create ``count`` unnamed actors of one class; ``done(True, ids)`` after every
+        init succeeded (the first failure is reported and the whole batch stopped)."""
+        try:
+            spec = spec_of(cls)
+        except TypeError as exc:
+            done(False, E.InvalidMessage(str(exc)))
+            return
+        if count == 0:
+            done(True, [])
+            return
+        ids: list = []
+        cells: list = []
+        state = [count, None]  # [inits outstanding, first failure]
+
+        def after_init(ok, value):
+            if not ok and state[1] is None:
+                state[1] = value
+            state[0] -= 1
+            if state[0] == 0:
+                if state[1] is None:
+                    done(True, ids)
+                else:
+                    for c in cells:
+                        self.stop_actor(c, "spawn_many failed")
+                    done(False, state[1])
+
+        base, rank, seq = cls.__name__, self.rank, self._spawn_seq
+        new_cell, queue_init = self._new_cell, self._queue_init
+        for _ in range(count):
+            aid = f"{base}-{next(seq)}@{rank}"
+            cell = new_cell(aid, None, spec, args, "permanent", True)
+            queue_init(cell, after_init)
+            ids.append(aid)
+            cells.append(cell)
+
     def _register_name(self, name, aid, broadcast) -> None:
         self._names[name] = aid
         self._route_cache.pop(name, None)
@@ -578,7 +686,7 @@ class Node:
         if r != self.rank:
             corr = next(self._corr)
             self._pending[corr] = (done, aid, "stop", 10000)
-            heapq.heappush(self._timers, (_monotonic() + 10.0, next(self._tseq), _T_ASK, corr))
+            self._arm_ask(corr, 10000)
             self.transport.post(r, (SYS, aid, None, "stop", reason, corr, self.rank, None))
             return
         cell = self._cells.get(aid)
@@ -632,14 +740,15 @@ class Node:
 
     # --------------------------------------------------------------- execution --
 
-    def _dispatch(self, cell, env) -> None:
+    def _dispatch(self, cell) -> None:
         g = self._pool.pop() if self._pool else greenlet(self._worker_main, self._hub)
         cell.running = g
         g.cell = cell
         self._busy += 1
-        self._switch(g, (cell, env))
+        self._switch(g, cell)
 
     def _switch(self, g, value) -> None:
+        """Run greenlet ``g`` until it finishes its turn (_DONE) or parks (_BLOCKED)."""
         r = g.switch(value)
         if r is _DONE:
             cell = g.cell
@@ -647,39 +756,45 @@ class Node:
             self._pool.append(g)
             self._busy -= 1
             cell.running = None
-            if cell.status == STOPPING and cell.stop_reason is not None and not (
-                    cell.mailbox and cell.mailbox[0][0] == TERM):
+            st = cell.status
+            if st == STOPPING and not (cell.mailbox and cell.mailbox[0][0] == TERM):
                 self._finalize_stop(cell, cell.stop_reason)
-            elif cell.mailbox and not cell.queued:
+            elif st != STOPPED and (cell.mailbox or cell.pending_init) and not cell.queued:
                 cell.queued = True
                 self._ready.append(cell)
 
-    def _worker_main(self, task):
+    def _worker_main(self, cell):
+        """A pooled worker: runs up to ``_BUDGET`` messages of one actor per turn, so a
+        busy mailbox costs one greenlet switch per turn, not one per message."""
         hub = self._hub
+        execute = self._execute
         while True:
-            cell, env = task
+            budget = _BUDGET
             try:
-                self._execute(cell, env)
+                while budget:
+                    budget -= 1
+                    if cell.pending_init:
+                        cell.pending_init = False
+                        self._run_init(cell, self._init_envelope(cell))
+                        continue
+                    mb = cell.mailbox
+                    if not mb:
+                        break
+                    st = cell.status
+                    if st != RUNNING and not (st == STOPPING and mb[0][0] == TERM):
+                        break
+                    execute(cell, mb.popleft())
+            except greenlet.GreenletExit:
+                raise
             except BaseException:  # noqa: BLE001 - never let a worker die
-                log.exception("internal error while running %s", env[3])
-            task = hub.switch(_DONE)
+                log.exception("internal error while running %s", cell.id)
+            cell = hub.switch(_DONE)
 
     def _execute(self, cell, env) -> None:
         kind = env[0]
         self.messages_handled += 1
-        if kind == INIT:
-            self._run_init(cell, env)
-            return
         if kind == TERM:
             self._run_terminate(cell, env)
-            return
-        if cell.status != RUNNING:
-            # a message that overtook a restart: it waits behind the init
-            if kind == ASK or kind == SEND:
-                mb = cell.mailbox
-                if mb is None:
-                    cell.mailbox = mb = deque()
-                mb.append(env)
             return
         op = env[3]
         h = cell.spec.handlers.get(op)
@@ -708,7 +823,11 @@ class Node:
             self._crash(cell, exc, tb, f"handler {op!r}")
             return
         if kind == ASK:
-            self._reply(env, result)
+            rr = env[6]
+            if rr == self.rank:
+                self._complete(env[5], True, result)
+            else:
+                self.transport.post(rr, (REPLY, None, None, None, result, env[5], -1, None))
 
     def _run_init(self, cell, env) -> None:
         spec = cell.spec
@@ -777,10 +896,23 @@ class Node:
     # ------------------------------------------------------------ system messages --
 
     def _on_batch(self, src: int, batch) -> None:
+        cells = self._cells
+        single = len(batch) == 1
         for env in batch:
             k = env[0]
             if k <= SEND:
-                self._deliver(env)
+                cell = cells.get(env[1])
+                if (single and cell is not None and cell.running is None
+                        and cell.status == RUNNING and not cell.mailbox and not cell.queued
+                        and self._phase < P_FINAL):
+                    # fast path: an idle actor runs the message now, skipping the queue
+                    mb = cell.mailbox
+                    if mb is None:
+                        cell.mailbox = mb = deque()
+                    mb.append(env)
+                    self._dispatch(cell)
+                else:
+                    self._deliver(env)
             elif k == REPLY:
                 self._complete(env[5], True, env[4])
             elif k == ERROR:
@@ -816,6 +948,16 @@ class Node:
                                              f"{exc}"))
                 return
             self._spawn_local(cls, name, args, restart, done)
+        elif op == "spawn_many":
+            ref, count, args = env[4]
+            done = self._remote_done(src, env)
+            try:
+                cls = self._load_class(ref)
+            except Exception as exc:  # noqa: BLE001
+                done(False, E.InvalidMessage(f"spawn_many on rank {self.rank}: cannot load "
+                                             f"class: {exc}"))
+                return
+            self._spawn_many_local(cls, count, args, done)
         elif op == "stop":
             self._start_stop(env[1], env[4], self._remote_done(src, env))
         else:  # pragma: no cover
@@ -959,6 +1101,7 @@ class Node:
         timers = self._timers
         startup_deadline = _monotonic() + self.startup_timeout_s
         last_work = _monotonic()
+        next_expiry = 0.0
         sched_yield = getattr(os, "sched_yield", lambda: None)
         while True:
             worked = False
@@ -969,34 +1112,33 @@ class Node:
                 worked = True
             if resume or ready:
                 worked = True
-            n = len(resume) + len(ready)
-            while n > 0 and (resume or ready):
-                n -= 1
-                if resume:
-                    g, outcome = resume.popleft()
-                    if not g.dead:
-                        self._switch(g, outcome)
-                else:
+                cap = _TURN_CAP
+                while cap and (resume or ready):
+                    cap -= 1
+                    if resume:
+                        g, outcome = resume.popleft()
+                        if not g.dead:
+                            self._switch(g, outcome)
+                        continue
                     cell = ready.popleft()
                     cell.queued = False
-                    if cell.running is not None or cell.status == STOPPED:
-                        continue
-                    mb = cell.mailbox
-                    if not mb:
-                        cell.mailbox = None
-                        continue
-                    self._dispatch(cell, mb.popleft())
-                    if cell.mailbox is not None and not cell.mailbox and cell.running is None:
-                        cell.mailbox = None
+                    if (cell.running is None and cell.status != STOPPED
+                            and (cell.pending_init or cell.mailbox)):
+                        self._dispatch(cell)
             now = _monotonic()
             if timers and timers[0][0] <= now:
                 self._fire_timers(now)
                 worked = True
+            if now >= next_expiry:
+                # ask timeouts are checked every millisecond, not every turn
+                next_expiry = now + 0.001
+                if self._ask_deadlines:
+                    self._expire_asks(now)
             if transport.outbox:
                 for dest in transport.flush():
                     doorbell.ring_if_sleeping(dest)
                 worked = True
-            if transport._pending:
+            if len(transport._pending) > 64:
                 transport.progress_sends()
             if self._signal:
                 sig, self._signal = self._signal, 0
@@ -1028,9 +1170,11 @@ class Node:
             if worked:
                 last_work = now
                 continue
+            if transport._pending:
+                transport.progress_sends()
             idle = now - last_work
             if idle < self.spin_s:
-                if idle > 10e-6:
+                if idle > self.yield_after_s:
                     sched_yield()
                 continue
             self._sleep(now)
@@ -1044,8 +1188,9 @@ class Node:
             db.wake()
             return
         timeout = self.max_sleep_s
-        if self._timers:
-            timeout = min(timeout, max(0.0, self._timers[0][0] - now))
+        nxt = self._next_deadline()
+        if nxt is not None:
+            timeout = min(timeout, max(0.0, nxt - now))
         if self.transport._pending or not db.shared or db.has_remote_peers:
             timeout = min(timeout, self.remote_poll_s)
         if self._phase != P_RUNNING:
@@ -1056,13 +1201,7 @@ class Node:
         timers = self._timers
         while timers and timers[0][0] <= now:
             _, _, kind, data = heapq.heappop(timers)
-            if kind == _T_ASK:
-                w = self._pending.get(data)
-                if w is not None:
-                    self._complete(data, False, E.AskTimeout(
-                        f"no reply from {w[1]!r} to {w[2]!r} within {w[3]:g} ms",
-                        to=w[1], op=w[2], timeout_ms=w[3]))
-            elif kind == _T_SEND:
+            if kind == _T_SEND:
                 aid, op, payload = data
                 if aid in self._cells:
                     self._deliver((SEND, aid, aid, op, payload, 0, -1, None))
