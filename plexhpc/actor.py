@@ -97,20 +97,25 @@ class HandlerSpec:
         self._param_set = frozenset(self.params)
         self._required_set = frozenset(self.required)
 
-    def invoke(self, instance: Any, payload: dict | None) -> Any:
-        """Call the handler with the payload's keys as keyword arguments."""
+    def bind(self, payload: dict | None) -> dict:
+        """The keyword arguments for this payload; :class:`InvalidMessage` if a required
+        one is missing. Extra keys are dropped unless the handler takes ``**kwargs``."""
         if not payload:
             if self.required:
                 raise InvalidMessage(
                     f"op {self.op!r} requires payload keys {list(self.required)}; got none")
-            return self.func(instance)
+            return {}
         if self._required_set and not self._required_set <= payload.keys():
             missing = [k for k in self.required if k not in payload]
             raise InvalidMessage(
                 f"op {self.op!r} requires payload keys {missing}; got {sorted(payload)}")
         if self.takes_all or payload.keys() <= self._param_set:
-            return self.func(instance, **payload)
-        return self.func(instance, **{k: payload[k] for k in self.params if k in payload})
+            return payload
+        return {k: payload[k] for k in self.params if k in payload}
+
+    def invoke(self, instance: Any, payload: dict | None) -> Any:
+        """Call the handler with the payload's keys as keyword arguments."""
+        return self.func(instance, **self.bind(payload))
 
 
 @dataclass

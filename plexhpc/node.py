@@ -259,18 +259,21 @@ class Node:
                 f"`if node.is_driver:`)")
         q: SimpleQueue = SimpleQueue()
         self._call_soon(lambda: start(lambda ok, value: q.put((ok, value))))
-        limit = timeout_ms / 1000.0 + 5.0
-        deadline = _monotonic() + limit
+        # The hub enforces the deadline; the driver enforces it too (a little later), so
+        # a handler that blocks this rank's thread cannot make the driver wait forever.
+        deadline = _monotonic() + timeout_ms / 1000.0 + 0.05
         while True:
             try:
-                ok, value = q.get(timeout=0.25)
+                ok, value = q.get(timeout=max(0.0, min(0.25, deadline - _monotonic())))
                 break
             except Empty:
                 if self._finished.is_set():
                     raise E.NodeClosed(f"the node on rank {self.rank} shut down: "
                                        f"{self._shutdown_reason}") from None
-                if _monotonic() > deadline:
-                    raise E.AskTimeout(f"no answer from the node's loop within {limit:.1f} s")
+                if _monotonic() >= deadline:
+                    raise E.AskTimeout(
+                        f"no answer within {timeout_ms:g} ms (the rank's loop may be blocked "
+                        "by a handler that does not return)", timeout_ms=timeout_ms) from None
         if ok:
             return value
         raise value
@@ -380,6 +383,10 @@ class Node:
         if self._phase >= P_FINAL:
             raise E.NodeClosed(f"rank {self.rank} is shutting down")
         aid, r = self._resolve(to)
+        if aid == cell.id:
+            raise E.InvalidMessage(
+                f"{aid} asked itself {op!r}: it would wait for its own reply forever (as "
+                "Erlang's calling_self); call the method directly or use host.send")
         g = getcurrent()
         corr = next(self._corr)
         self._pending[corr] = (g, aid, op, timeout_ms)
@@ -805,13 +812,16 @@ class Node:
                 actor_log.warning("%s: no handler for cast %r (dropped)", cell.id, op)
             return
         try:
-            result = h.invoke(cell.inst, env[4])
+            kwargs = h.bind(env[4])
         except E.InvalidMessage as exc:
+            # the caller's mistake: refused before the handler ran, state untouched
             if kind == ASK:
                 self._reply_error(env, E.INVALID, f"{cell.id}: {exc}")
             else:
                 actor_log.warning("%s: cast %r refused: %s", cell.id, op, exc)
             return
+        try:
+            result = h.func(cell.inst, **kwargs)
         except Exception as exc:  # noqa: BLE001 - a crash: reply, then restart
             tb = traceback.format_exc()
             if kind == ASK:
