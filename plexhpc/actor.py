@@ -137,13 +137,15 @@ class ActorSpec:
     def new_instance(self, actor_id: str) -> Any:
         """A fresh instance with every state field at its initial value."""
         inst = self.cls.__new__(self.cls)
+        inst.__dict__["actor_id"] = actor_id
+        inst.__init__()
+        return inst
+
+    def fill_state(self, inst: Any) -> None:
         d = inst.__dict__
         for name, f in self.fields.items():
-            d[name] = f.initial()
-        d["actor_id"] = actor_id
-        if self.cls.__init__ is not object.__init__:
-            self.cls.__init__(inst)
-        return inst
+            if name not in d:
+                d[name] = f.initial()
 
 
 def _signature_facts(fn: Callable, op: str) -> tuple[tuple, tuple, bool]:
@@ -236,6 +238,25 @@ def _build_spec(cls: type, kind: str, facets) -> ActorSpec:
     return spec
 
 
+def _install_init(cls: type) -> None:
+    """Give the class an ``__init__`` that sets every state field first, so the class
+    also works when instantiated directly (in a unit test, say)."""
+    own = cls.__dict__.get("__init__")
+    if getattr(own, "__plex_init_wrapper__", False):
+        return
+    base_init = own if own is not None else None
+
+    def __init__(self, *args, **kwargs):
+        spec_of(type(self)).fill_state(self)
+        if base_init is not None:
+            base_init(self, *args, **kwargs)
+        else:
+            super(cls, self).__init__(*args, **kwargs)
+
+    __init__.__plex_init_wrapper__ = True
+    cls.__init__ = __init__
+
+
 def _copier(value):
     import copy
     return lambda: copy.deepcopy(value)
@@ -247,6 +268,7 @@ def _decorator(kind: str):
             if not isinstance(c, type):
                 raise TypeError(f"@actor decorates a class, got {c!r}")
             c.__plex_spec__ = _build_spec(c, kind, facets)
+            _install_init(c)
             return c
         return apply(cls) if cls is not None else apply
     return deco

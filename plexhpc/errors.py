@@ -13,6 +13,8 @@ working (an ask timeout is a ``TimeoutError``, a bad config a ``ValueError``)::
     ├── NodeClosed            (RuntimeError)     the node is shutting down or has shut down
     ├── StartError            (RuntimeError)     the job could not start (an init failed, a
     │                                            rank never arrived)
+    ├── JobFailed             (RuntimeError)     the job stopped abnormally (restart intensity
+    │                                            exceeded, the driver raised, a rank vanished)
     └── HostUsageError        (RuntimeError)     ``host`` used outside an actor's handler
 
 Errors that cross ranks travel as plain data (:func:`to_wire` / :func:`from_wire`) and
@@ -32,6 +34,7 @@ __all__ = [
     "RemoteTimeout",
     "NodeClosed",
     "StartError",
+    "JobFailed",
     "HostUsageError",
 ]
 
@@ -113,6 +116,15 @@ class NodeClosed(PlexError, RuntimeError):
 class StartError(PlexError, RuntimeError):
     """The job could not start: an actor's init failed, or a rank never arrived within
     the start-up timeout. Every rank raises it; the message names the cause."""
+
+
+class JobFailed(PlexError, RuntimeError):
+    """The job stopped abnormally; ``exit_code`` is its status, the message the reason.
+    Raised on every rank when a driver script's block ends, so the script fails too."""
+
+    def __init__(self, message: str, *, exit_code: int = 1):
+        self.exit_code = exit_code
+        super().__init__(message)
 
 
 class HostUsageError(PlexError, RuntimeError):

@@ -68,6 +68,10 @@ class Job:
             node.serve()
             if node._start_error:
                 raise E.StartError(node._start_error)
+            if node.exit_code:
+                raise E.JobFailed(f"the job stopped with status {node.exit_code} on rank "
+                                  f"{node.rank}: {node._shutdown_reason}",
+                                  exit_code=node.exit_code)
             return node
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda s, f: node._request_signal(s))
@@ -91,6 +95,9 @@ class Job:
         except E.NodeClosed:
             pass
         node.join(node.config.drain_timeout_s + node.stop_timeout_s + 10)
+        if exc_type is None and node.exit_code:
+            raise E.JobFailed(f"the job stopped with status {node.exit_code}: "
+                              f"{node._shutdown_reason}", exit_code=node.exit_code)
         return False
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,16 +47,26 @@ def mpiexec_command(n: int, argv: list) -> list:
 def relaunch(n: int, argv: list) -> int:
     """Run ``python argv...`` as an ``n``-rank job and return its exit status.
 
-    SIGINT and SIGTERM reach the launcher, which passes them to every rank."""
+    mpiexec runs in its own session, and SIGINT/SIGTERM received here are forwarded to it
+    once (it passes them to every rank, which then shut down gracefully); a Ctrl-C from
+    the terminal therefore reaches the ranks exactly once."""
     cmd = mpiexec_command(n, argv)
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    proc = subprocess.Popen(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def forward(signum, frame):
+        try:
+            proc.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return proc.wait()
-    except KeyboardInterrupt:
-        try:
-            return proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:
             proc.kill()
-            return proc.wait()
+            proc.wait()

@@ -235,6 +235,15 @@ class Node:
         """Begin a job-wide shutdown (returns at once; every rank drains and stops)."""
         self._call_soon(lambda: self.request_shutdown(reason, exit_code))
 
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Block until the job has shut down on this rank (an actor's ``host.shutdown``,
+        a signal, a failure); True if it did within ``timeout`` seconds."""
+        return self._finished.wait(timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self._finished.is_set()
+
     @property
     def exit_code(self) -> int:
         return self._exit_code

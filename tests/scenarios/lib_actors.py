@@ -171,3 +171,22 @@ class Flaky:
     @handler("crash", "cast")
     def crash(self):
         raise RuntimeError("flaky")
+
+
+@actor
+class Marker:
+    """Writes '<rank> <pid>' to a file when it starts, so a test knows the job is up."""
+
+    @init_handler
+    def on_init(self, config):
+        path = os.path.join(config["args"]["dir"], f"rank{host.rank()}.ready")
+        with open(path, "w") as fh:
+            fh.write(f"{host.rank()} {os.getpid()}\n")
+
+    @handler("ping")
+    def ping(self):
+        return "pong"
+
+    @handler("shutdown_job", "cast")
+    def shutdown_job(self):
+        host.shutdown("a test actor asked for it")
