@@ -933,7 +933,13 @@ class Node:
                 else:
                     self._deliver(env)
             elif k == REPLY:
-                self._complete(env[5], True, env[4])
+                w = self._pending.pop(env[5], None)
+                if w is not None:
+                    target = w[0]
+                    if type(target) is greenlet:
+                        self._switch(target, (True, env[4]))  # resume the asker now
+                    else:
+                        target(True, env[4])
             elif k == ERROR:
                 self._complete(env[5], False, env[4])
             else:
@@ -1122,9 +1128,11 @@ class Node:
         last_work = _monotonic()
         next_expiry = 0.0
         sched_yield = getattr(os, "sched_yield", lambda: None)
+        poll = transport.poll
+        on_batch = self._on_batch
         while True:
             worked = False
-            if transport.poll(self._on_batch):
+            if poll(on_batch):
                 worked = True
             while external:
                 external.popleft()()
@@ -1195,6 +1203,8 @@ class Node:
             if idle < self.spin_s:
                 if idle > self.yield_after_s:
                     sched_yield()
+                else:
+                    transport.spin_probe(32)  # tight probing: notice a reply sooner
                 continue
             self._sleep(now)
 
@@ -1202,7 +1212,8 @@ class Node:
         db = self.doorbell
         db.announce_sleep()
         # re-check after announcing: after a sleep MPICH's first Iprobe only runs progress
-        if (self.transport.probe() or self.transport.probe() or self._external
+        if (self.transport._held is not None or self.transport.probe()
+                or self.transport.probe() or self._external
                 or self._signal or self._ready or self._resume):
             db.wake()
             return
