@@ -132,9 +132,9 @@ class Node:
         self.is_driver = driver_rank == self.rank
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
-        self.spin_s = spin_us * 1e-6
+        self.spin_s = _env_float("PLEXHPC_SPIN_US", spin_us) * 1e-6
         self.max_sleep_s = max_sleep_s
-        self.remote_poll_s = remote_poll_s
+        self.remote_poll_s = _env_float("PLEXHPC_REMOTE_POLL_US", remote_poll_s * 1e6) * 1e-6
         tag = uuid.uuid4().hex[:12] if self.rank == 0 else None
         self.job_tag = self.comm.bcast(tag, root=0)
         self.transport = Transport(self.comm)
@@ -147,8 +147,8 @@ class Node:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
             os.cpu_count() or 1)
         self.oversubscribed = local_ranks > cores
-        self.yield_after_s = float(os.environ.get(
-            "PLEXHPC_YIELD_AFTER_US", 10 if self.oversubscribed else 100)) * 1e-6
+        self.yield_after_s = _env_float("PLEXHPC_YIELD_AFTER_US",
+                                        10 if self.oversubscribed else 100) * 1e-6
         self.groups = GroupRegistry(self)
 
         self._cells: dict[str, ActorCell] = {}
@@ -391,16 +391,24 @@ class Node:
         """``host.ask``: park the calling greenlet until the reply or the timeout."""
         if self._phase >= P_FINAL:
             raise E.NodeClosed(f"rank {self.rank} is shutting down")
-        aid, r = self._resolve(to)
+        hit = self._route_cache.get(to)
+        aid, r = hit if hit is not None else self._resolve(to)
         if aid == cell.id:
             raise E.InvalidMessage(
                 f"{aid} asked itself {op!r}: it would wait for its own reply forever (as "
                 "Erlang's calling_self); call the method directly or use host.send")
-        g = getcurrent()
         corr = next(self._corr)
-        self._pending[corr] = (g, aid, op, timeout_ms)
-        self._arm_ask(corr, timeout_ms)
-        self._post((ASK, aid, cell.id, op, payload, corr, self.rank, None), r)
+        self._pending[corr] = (getcurrent(), aid, op, timeout_ms)
+        # _arm_ask, inlined: this is the hottest path of a remote ask
+        dq = self._ask_deadlines.get(timeout_ms)
+        if dq is None:
+            dq = self._ask_deadlines[timeout_ms] = deque()
+        dq.append((_monotonic() + timeout_ms / 1000.0, corr))
+        env = (ASK, aid, cell.id, op, payload, corr, self.rank, None)
+        if r == self.rank:
+            self._deliver(env)
+        else:
+            self.transport.post(r, env)
         ok, value = self._hub.switch(_BLOCKED)
         if ok:
             return value
@@ -820,8 +828,13 @@ class Node:
             else:
                 actor_log.warning("%s: no handler for cast %r (dropped)", cell.id, op)
             return
+        payload = env[4]
         try:
-            kwargs = h.bind(env[4])
+            if payload and (h.takes_all or payload.keys() <= h._param_set) and not (
+                    h._required_set and not h._required_set <= payload.keys()):
+                kwargs = payload  # the common case, without a call
+            else:
+                kwargs = h.bind(payload)
         except E.InvalidMessage as exc:
             # the caller's mistake: refused before the handler ran, state untouched
             if kind == ASK:
@@ -1254,3 +1267,17 @@ def _check_payload(op, payload) -> None:
     if payload is not None and not isinstance(payload, dict):
         raise E.InvalidMessage(f"payload for {op!r} must be a dict (or None), got "
                                f"{type(payload).__name__}")
+
+
+def _env_float(name: str, default: float) -> float:
+    """A tuning knob from the environment, with a clear error if it is not a number."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return float(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise E.ConfigError(f"expected a number (microseconds), got {raw!r}", key=name) from None
+    if value < 0:
+        raise E.ConfigError(f"expected a number >= 0, got {raw!r}", key=name)
+    return value

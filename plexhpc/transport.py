@@ -44,6 +44,7 @@ class Transport:
         self._pending: list = []          # (request or list of requests, keepalive)
         self._oob: list = []
         self._held = None                 # a message found by spin_probe, status in _status
+        self._keep_large_cb = self._keep_large
         self._status = MPI.Status()
         self._rbuf = bytearray(1 << 16)
         self.on_unsendable = None         # callback(dest, envelope, exc)
@@ -103,7 +104,7 @@ class Transport:
 
     def _send_batch(self, dest: int, batch: list) -> None:
         self._oob = oob = []
-        data = _dumps(batch, 5, buffer_callback=self._keep_large)
+        data = _dumps(batch, 5, buffer_callback=self._keep_large_cb)
         comm = self.comm
         self.batches_sent += 1
         if not oob:

@@ -63,8 +63,13 @@ def run(cmd: list, *, timeout: float = 120, env: dict | None = None, cwd=ROOT,
             on_start(proc)
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
+        # PYTHONFAULTHANDLER is set: SIGABRT makes every hung rank print its stacks
+        os.killpg(proc.pid, signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
         pytest.fail(f"timed out after {timeout}s: {' '.join(cmd)}\n--- stdout\n{out[-3000:]}"
                     f"\n--- stderr\n{err[-6000:]}")
     finally:

@@ -124,7 +124,7 @@ def test_an_actor_can_shut_the_job_down(serve_app, tmp_path):
         "with plexhpc.start(sys.argv[1]) as node:\n"
         "    if node.is_driver:\n"
         "        node.send('m1', 'shutdown_job')\n"
-        "        print('CLOSED', node.wait_closed(10), flush=True)\n"
+        "        sys.stdout.write(f'CLOSED {node.wait_closed(10)}\\n'); sys.stdout.flush()\n"
         "sys.stdout.write(f'SERVED {node.rank} {node.exit_code}\\n'); sys.stdout.flush()\n")
     t0 = time.monotonic()
     job = mpirun(2, [str(script), str(serve_app)], timeout=60)

@@ -1,0 +1,29 @@
+"""Transport guarantees between two ranks."""
+
+import pytest
+
+from conftest import SCENARIOS, mpirun
+
+pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(scope="module")
+def result():
+    job = mpirun(2, [str(SCENARIOS / "transport.py")], timeout=100)
+    assert job.returncode == 0, job
+    return job.result()
+
+
+def test_small_and_large_messages_from_one_sender_keep_their_order(result):
+    assert result["mixed_order"] and result["mixed_sums"]
+
+
+def test_a_flood_larger_than_one_batch_arrives_complete_and_in_order(result):
+    assert result["flood_order"]
+
+
+def test_an_unpicklable_payload_fails_only_its_own_message(result):
+    bad = result["unpicklable"]["bad"]
+    assert bad[0] == "InvalidMessage" and "cannot be serialized" in bad[1]
+    assert "'echo'" in bad[1]
+    assert result["unpicklable"]["good"] == "fine"
