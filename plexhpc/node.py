@@ -34,24 +34,21 @@ from greenlet import getcurrent, greenlet
 from mpi4py import MPI
 
 from . import errors as E
-from .actor import CAST, spec_of
+from .actor import spec_of
+from .cell import (ASK, ERROR, INIT, REPLY, RUNNING, SEND, STARTING, STOPPED, STOPPING, SYS,
+                   TERM, ActorCell, rank_of)
 from .config import AppConfig, resolve_class
 from .doorbell import Doorbell
 from .groups import GroupRegistry
+from .supervisor import ESCALATE, RESTART, RankSupervisor
 from .log import configure as configure_logging
 from .log import get_logger
 from .transport import Transport
 
-__all__ = ["Node", "current_node"]
+__all__ = ["Node", "current_node", "rank_of"]
 
 log = get_logger("node")
 actor_log = get_logger("actor")
-
-# envelope kinds
-ASK, SEND, REPLY, ERROR, SYS, INIT, TERM = range(7)
-
-# actor status
-STARTING, RUNNING, STOPPING, STOPPED = range(4)
 
 # node phases
 P_STARTING, P_RUNNING, P_DRAINING, P_FINAL, P_DONE = range(5)
@@ -74,43 +71,6 @@ _current: "Node | None" = None
 def current_node() -> "Node | None":
     """The node running in this process, if any."""
     return _current
-
-
-class ActorCell:
-    """The runtime's record of one actor: kept small, since a rank may hold 100k of them."""
-
-    __slots__ = ("id", "name", "spec", "inst", "mailbox", "running", "queued", "status",
-                 "restart", "args", "init_waiter", "seq", "groups", "stop_reason",
-                 "stop_waiters", "restarts", "supervised", "pending_init")
-
-    def __init__(self, aid, name, spec, args, restart, seq, supervised):
-        self.id = aid
-        self.name = name
-        self.spec = spec
-        self.inst = None
-        self.mailbox = None
-        self.running = None
-        self.queued = False
-        self.status = STARTING
-        self.restart = restart
-        self.args = args
-        self.init_waiter = None
-        self.seq = seq
-        self.groups = None
-        self.stop_reason = None
-        self.stop_waiters = None
-        self.restarts = 0
-        self.supervised = supervised
-        self.pending_init = False
-
-
-def rank_of(actor_id: str) -> int:
-    """The rank encoded in an actor id (``name@rank``)."""
-    head, sep, tail = actor_id.rpartition("@")
-    if not sep or not tail.isdigit():
-        raise E.ActorNotFound(f"{actor_id!r} is not an actor id (expected name@rank)",
-                              actor=actor_id)
-    return int(tail)
 
 
 class Node:
@@ -180,7 +140,8 @@ class Node:
         self._started = threading.Event()
         self._finished = threading.Event()
         self._start_error: str | None = None
-        self._restart_log: deque = deque()
+        self.supervisor = RankSupervisor(config.max_restarts, config.max_restart_window_seconds,
+                                         config.strategy)
         self.on_started: list = []
         self.unclean = False
         self.messages_handled = 0
@@ -591,11 +552,7 @@ class Node:
             self._spawn_local(ref[2] if len(ref) > 2 else self._load_class(ref), name, args,
                               restart, done)
             return
-        corr = next(self._corr)
-        self._pending[corr] = (done, f"$node@{target}", "spawn", 30000)
-        self._arm_ask(corr, 30000)
-        self.transport.post(target, (SYS, None, None, "spawn",
-                                     (ref[:2], name, args, restart), corr, self.rank, None))
+        self._system_ask(target, "spawn", (ref[:2], name, args, restart), done, 30000)
 
     def _spawn_local(self, cls, name, args, restart, done) -> None:
         try:
@@ -639,11 +596,7 @@ class Node:
             self._spawn_many_local(ref[2] if len(ref) > 2 else self._load_class(ref), count,
                                    args, done)
             return
-        corr = next(self._corr)
-        self._pending[corr] = (done, f"$node@{target}", "spawn_many", 600000)
-        self._arm_ask(corr, 600000)
-        self.transport.post(target, (SYS, None, None, "spawn_many", (ref[:2], count, args),
-                                     corr, self.rank, None))
+        self._system_ask(target, "spawn_many", (ref[:2], count, args), done, 600000)
 
     def _spawn_many_local(self, cls, count, args, done) -> None:
         """Create ``count`` unnamed actors of one class; ``done(True, ids)`` after every
@@ -681,6 +634,14 @@ class Node:
             ids.append(aid)
             cells.append(cell)
 
+    def _system_ask(self, rank, op, data, done, timeout_ms, to=None) -> None:
+        """Ask another rank's node itself (not an actor); ``done(ok, value)`` gets the
+        answer or an AskTimeout."""
+        corr = next(self._corr)
+        self._pending[corr] = (done, to or f"$node@{rank}", op, timeout_ms)
+        self._arm_ask(corr, timeout_ms)
+        self.transport.post(rank, (SYS, to, None, op, data, corr, self.rank, None))
+
     def _register_name(self, name, aid, broadcast) -> None:
         self._names[name] = aid
         self._route_cache.pop(name, None)
@@ -708,10 +669,7 @@ class Node:
             done(False, exc)
             return
         if r != self.rank:
-            corr = next(self._corr)
-            self._pending[corr] = (done, aid, "stop", 10000)
-            self._arm_ask(corr, 10000)
-            self.transport.post(r, (SYS, aid, None, "stop", reason, corr, self.rank, None))
+            self._system_ask(r, "stop", reason, done, 10000, to=aid)
             return
         cell = self._cells.get(aid)
         if cell is None or cell.status == STOPPED:
@@ -901,25 +859,19 @@ class Node:
         cell.inst = None
         if cell.status == STOPPING:
             return  # being stopped anyway: _switch finalizes it
-        if not cell.supervised or cell.restart == "temporary":
-            cell.status = STOPPING
-            cell.stop_reason = f"crashed: {type(exc).__name__}: {exc}"
-            return
-        now = _monotonic()
-        window = self.config.max_restart_window_seconds
-        rl = self._restart_log
-        rl.append(now)
-        while rl and rl[0] < now - window:
-            rl.popleft()
-        if len(rl) > self.config.max_restarts:
-            reason = (f"supervisor on rank {self.rank}: restart intensity exceeded "
-                      f"({len(rl)} restarts within {window:g} s, max_restarts="
-                      f"{self.config.max_restarts}); last crash: {cell.id} in {where}: "
-                      f"{type(exc).__name__}: {exc}")
+        decision = self.supervisor.on_crash(
+            cell.restart if cell.supervised else "temporary", _monotonic())
+        if decision == ESCALATE:
+            reason = (f"{self.supervisor.escalation_reason(self.rank)}; last crash: "
+                      f"{cell.id} in {where}: {type(exc).__name__}: {exc}")
             actor_log.critical(reason)
             cell.status = STOPPING
             cell.stop_reason = "restart intensity exceeded"
             self.request_shutdown(reason, 1)
+            return
+        if decision != RESTART:
+            cell.status = STOPPING
+            cell.stop_reason = f"crashed: {type(exc).__name__}: {exc}"
             return
         cell.restarts += 1
         self._queue_init(cell)
@@ -976,26 +928,19 @@ class Node:
             self.request_shutdown(reason, code, broadcast=False)
         elif op == "stopped":
             self._stopped_peers.add(src)
-        elif op == "spawn":
-            ref, name, args, restart = env[4]
+        elif op in ("spawn", "spawn_many"):
+            ref, *rest = env[4]
             done = self._remote_done(src, env)
             try:
                 cls = self._load_class(ref)
-            except Exception as exc:  # noqa: BLE001
-                done(False, E.InvalidMessage(f"spawn on rank {self.rank}: cannot load class: "
-                                             f"{exc}"))
+            except Exception as exc:  # noqa: BLE001 - reported to the spawner
+                done(False, E.InvalidMessage(f"{op} on rank {self.rank}: cannot load the "
+                                             f"actor class: {exc}"))
                 return
-            self._spawn_local(cls, name, args, restart, done)
-        elif op == "spawn_many":
-            ref, count, args = env[4]
-            done = self._remote_done(src, env)
-            try:
-                cls = self._load_class(ref)
-            except Exception as exc:  # noqa: BLE001
-                done(False, E.InvalidMessage(f"spawn_many on rank {self.rank}: cannot load "
-                                             f"class: {exc}"))
-                return
-            self._spawn_many_local(cls, count, args, done)
+            if op == "spawn":
+                self._spawn_local(cls, *rest, done)
+            else:
+                self._spawn_many_local(cls, *rest, done)
         elif op == "stop":
             self._start_stop(env[1], env[4], self._remote_done(src, env))
         else:  # pragma: no cover

@@ -1,0 +1,57 @@
+"""What the node keeps per actor, and the shapes of the messages it moves.
+
+An envelope is a tuple ``(kind, to, from, op, payload, corr, reply_rank, ctx)``: cheap to
+build, to pickle in a batch, and to take apart. ``corr`` matches a reply to its ask and
+``reply_rank`` says where the reply goes (-1: nowhere, a send). ``ctx`` is reserved for
+the request context (tenant, namespace, principal).
+"""
+
+from __future__ import annotations
+
+from . import errors as E
+
+__all__ = ["ActorCell", "rank_of", "ASK", "SEND", "REPLY", "ERROR", "SYS", "INIT", "TERM",
+           "STARTING", "RUNNING", "STOPPING", "STOPPED"]
+
+# envelope kinds (ASK and SEND first: "kind <= SEND" means "for an actor")
+ASK, SEND, REPLY, ERROR, SYS, INIT, TERM = range(7)
+
+# actor status
+STARTING, RUNNING, STOPPING, STOPPED = range(4)
+
+
+class ActorCell:
+    """The runtime's record of one actor: kept small, since a rank may hold 100k of them."""
+
+    __slots__ = ("id", "name", "spec", "inst", "mailbox", "running", "queued", "status",
+                 "restart", "args", "init_waiter", "seq", "groups", "stop_reason",
+                 "stop_waiters", "restarts", "supervised", "pending_init")
+
+    def __init__(self, aid, name, spec, args, restart, seq, supervised):
+        self.id = aid
+        self.name = name
+        self.spec = spec
+        self.inst = None
+        self.mailbox = None
+        self.running = None
+        self.queued = False
+        self.status = STARTING
+        self.restart = restart
+        self.args = args
+        self.init_waiter = None
+        self.seq = seq
+        self.groups = None
+        self.stop_reason = None
+        self.stop_waiters = None
+        self.restarts = 0
+        self.supervised = supervised
+        self.pending_init = False
+
+
+def rank_of(actor_id: str) -> int:
+    """The rank encoded in an actor id (``name@rank``)."""
+    head, sep, tail = actor_id.rpartition("@")
+    if not sep or not tail.isdigit():
+        raise E.ActorNotFound(f"{actor_id!r} is not an actor id (expected name@rank)",
+                              actor=actor_id)
+    return int(tail)
