@@ -134,12 +134,14 @@ def test_an_actor_can_shut_the_job_down(serve_app, tmp_path):
     assert time.monotonic() - t0 < 9  # the driver's wait ended with the job
 
 
-def test_shutdown_with_messages_in_flight_drains_them(tmp_path):
+def test_shutdown_drains_messages_in_flight_then_stops_in_reverse_start_order(tmp_path):
     out = tmp_path / "sink.txt"
     job = mpirun(2, [str(SCENARIOS / "drain.py"), str(out), "20000"], timeout=90)
     assert job.returncode == 0, job
-    count, reason = out.read_text().split()
-    assert int(count) == 20000 and reason == "shutdown"
+    lines = [line.split() for line in out.read_text().splitlines()]
+    # stopped in reverse start order, after draining every cast sent to them
+    assert [aid for aid, _, _ in lines] == ["later2@1", "later1@1", "sink@1"]
+    assert lines[-1][1:] == ["20000", "shutdown"]
 
 
 def test_restart_intensity_exceeded_fails_the_job_on_every_rank():

@@ -153,8 +153,8 @@ class Sink:
     @terminate_handler
     def on_stop(self, reason):
         if self.out:
-            with open(self.out, "w") as fh:
-                fh.write(f"{self.received} {reason}\n")
+            with open(self.out, "a") as fh:
+                fh.write(f"{self.actor_id} {self.received} {reason}\n")
 
 
 @actor
