@@ -15,7 +15,12 @@ working (an ask timeout is a ``TimeoutError``, a bad config a ``ValueError``)::
     │                                            rank never arrived)
     ├── JobFailed             (RuntimeError)     the job stopped abnormally (restart intensity
     │                                            exceeded, the driver raised, a rank vanished)
-    └── HostUsageError        (RuntimeError)     ``host`` used outside an actor's handler
+    ├── HostUsageError        (RuntimeError)     ``host`` used outside an actor's handler
+    └── CollectiveError       (RuntimeError)     a collective could not complete
+        ├── CollectiveMismatch (ValueError)      ranks passed different shapes/dtypes/trees
+        ├── CollectiveTimeout  (TimeoutError)    not every rank arrived in time
+        └── CollectiveAborted                    another rank failed (names it), or the
+                                                 communicator is unusable after a failure
 
 Errors that cross ranks travel as plain data (:func:`to_wire` / :func:`from_wire`) and
 are rebuilt here, so the caller always gets one of these classes, never an unpickled
@@ -36,6 +41,10 @@ __all__ = [
     "StartError",
     "JobFailed",
     "HostUsageError",
+    "CollectiveError",
+    "CollectiveMismatch",
+    "CollectiveTimeout",
+    "CollectiveAborted",
 ]
 
 
@@ -130,6 +139,29 @@ class JobFailed(PlexError, RuntimeError):
 class HostUsageError(PlexError, RuntimeError):
     """``host`` was used where there is no current actor (outside a handler). From a
     driver script use the node returned by :func:`plexhpc.start` instead."""
+
+
+class CollectiveError(PlexError, RuntimeError):
+    """A collective could not complete. Raised on every rank that took part."""
+
+
+class CollectiveMismatch(CollectiveError, ValueError):
+    """Ranks passed values that do not fit together (shapes, dtypes, pytree structure,
+    op or root). The message names the ranks and what each passed."""
+
+
+class CollectiveTimeout(CollectiveError, TimeoutError):
+    """Not every rank arrived at the collective within the timeout (a rank died, is stuck,
+    or called collectives in a different order). The communicator cannot be used again."""
+
+
+class CollectiveAborted(CollectiveError):
+    """Another rank failed inside the collective or a collective region; ``rank`` names
+    it. Also raised when a communicator is used again after such a failure."""
+
+    def __init__(self, message: str, *, rank: int | None = None):
+        self.rank = rank
+        super().__init__(message)
 
 
 # --- errors on the wire -------------------------------------------------------------
