@@ -9,4 +9,7 @@ def run_suite(suite: str, args) -> int:
     if suite == "actors":
         from .actors import main
         return main(args)
+    if suite == "collectives":
+        from .collectives import main
+        return main(args)
     raise ValueError(f"unknown benchmark suite {suite!r}")

@@ -46,7 +46,7 @@ def check_root(root, size: int) -> None:
                          f"0..{size - 1}")
 
 
-def settle(cc: CollComm, what: str, err, sig: int, desc: str, check, timeout) -> None:
+def settle(cc: CollComm, what: str, err, sig: int, desc, check, timeout, agreed=None) -> None:
     """The agreement step every checked collective starts with.
 
     Raises on every rank if any rank failed to prepare (its own error there,
@@ -58,9 +58,13 @@ def settle(cc: CollComm, what: str, err, sig: int, desc: str, check, timeout) ->
         if err is not None:
             raise err
         return
-    same, bad = cc.agree(sig if err is None else 0, err is not None, what, timeout)
+    if agreed is None:
+        agreed = cc.agree(sig if err is None else 0, err is not None, what, timeout)
+    same, bad = agreed
     if bad < 0 and same:
         return
+    if callable(desc):
+        desc = desc()  # described only when something went wrong
     mine = f"{type(err).__name__}: {err}" if err is not None else desc
     everyone = cc.allgather_obj((err is not None, mine), what + " (diagnosis)", timeout)
     if err is not None:
@@ -91,6 +95,31 @@ class _Plan:
             self.groups[wd.str] = off + a.size
 
 
+_SIGS: dict = {}
+_WORK: dict = {}
+
+
+def _signature(name, root, spec, kind, treedef, wdtypes, leaves) -> int:
+    key = (name, root, spec.name, kind, treedef,
+           tuple((w.str, a.shape) for w, a in zip(wdtypes, leaves)))
+    sig = _SIGS.get(key)
+    if sig is None:
+        if len(_SIGS) > 4096:
+            _SIGS.clear()
+        sig = _SIGS[key] = signature_of(*key)
+    return sig
+
+
+def _work(spec, dt):
+    key = (spec.name, dt.str) if spec.user is None else None
+    wd = _WORK.get(key) if key else None
+    if wd is None:
+        wd = work_dtype(spec, dt)  # raises ValueError for an op that does not fit
+        if key:
+            _WORK[key] = wd
+    return wd
+
+
 def run_reduction(name: str, value, op, root, comm, *, out=None, inplace=False, check=None,
                   timeout=None, local=False):
     """Reduce ``value`` over the ranks of ``comm``; ``root=None`` means every rank gets
@@ -99,6 +128,17 @@ def run_reduction(name: str, value, op, root, comm, *, out=None, inplace=False, 
     cc.ensure_usable()
     what = f"{name} #{cc.seq}"
     cc.seq += 1
+    if not local and out is None and not inplace:
+        vt = type(value)
+        if vt is np.ndarray:
+            done, result = _fast_array(cc, what, name, value, op, root, check, timeout)
+            if done:
+                return result
+        elif vt is float or vt is bool or (vt is int and -2 ** 63 <= value < 2 ** 63):
+            done, result = _fast_array(cc, what, name, np.asarray(value), op, root, check,
+                                       timeout)
+            if done:
+                return None if result is None else result.item()
     err = sig = None
     desc = ""
     try:
@@ -110,10 +150,9 @@ def run_reduction(name: str, value, op, root, comm, *, out=None, inplace=False, 
         if flat.kind == OBJECT:
             wdtypes = []
         else:
-            wdtypes = [work_dtype(spec, a.dtype) for a in flat.leaves]
-        desc = describe(flat)
-        sig = signature_of(name, root, spec.name, flat.kind, flat.treedef,
-                           [(w.str, a.shape) for w, a in zip(wdtypes, flat.leaves)])
+            wdtypes = [_work(spec, a.dtype) for a in flat.leaves]
+        desc = lambda: describe(flat)  # noqa: E731 - only built on failure
+        sig = _signature(name, root, spec, flat.kind, flat.treedef, wdtypes, flat.leaves)
         if out is not None or inplace:
             _check_out(flat, wdtypes, out, inplace, spec)
     except (ValueError, TypeError) as exc:
@@ -163,6 +202,53 @@ def run_reduction(name: str, value, op, root, comm, *, out=None, inplace=False, 
             K.unpack_from(src.reshape(-1), 0, dst.reshape(-1))
         return value if inplace else out
     return unflatten(flat, leaves)
+
+
+_FAST: dict = {}
+
+
+def _fast_array(cc, what, name, value, op, root, check, timeout):
+    """One array, a built-in op: everything about the call (validation, signature, MPI op)
+    comes from one cache lookup. Returns (False, None) to let the general path handle
+    anything unusual (including errors, which it reports on every rank)."""
+    key = (name, root, op, value.dtype.str, value.shape) if type(op) is str else None
+    hit = _FAST.get(key) if key is not None else None
+    if hit is None:
+        try:
+            spec = resolve_op(op)
+            if (spec.user is not None or spec.name in ("minloc", "maxloc")
+                    or value.dtype.kind not in "biufc"):
+                return False, None
+            if root is not None:
+                check_root(root, cc.size)
+            wd = _work(spec, value.dtype)
+        except (ValueError, TypeError):
+            return False, None
+        sig = _signature(name, root, spec, "array", ("a",), (wd,), (value,))
+        hit = (sig, wd, mpi_op_for(spec, wd), spec.name == "mean")
+        if len(_FAST) > 4096:
+            _FAST.clear()
+        _FAST[key] = hit
+    sig, wd, mop, is_mean = hit
+    if (DEFAULT_CHECK if check is None else check) and cc.size > 1:
+        same, bad = cc.agree(sig, False, what, timeout)
+        if bad >= 0 or not same:
+            settle(cc, what, None, sig, lambda: describe(flatten(value)), check, timeout,
+                   agreed=(same, bad))
+    a = value if value.flags.c_contiguous else np.ascontiguousarray(value)
+    if a.dtype != wd:
+        a = a.astype(wd)
+    comm = cc.comm
+    if root is None:
+        res = np.empty(value.shape, wd)
+        req = comm.Iallreduce(a, res, mop)
+    else:
+        res = np.empty(value.shape, wd) if root == cc.rank else None
+        req = comm.Ireduce(a, res, mop, root)
+    cc.wait(req, what, timeout)
+    if is_mean and res is not None:
+        K.scale_into(res.reshape(-1), 1.0 / cc.size)
+    return True, res
 
 
 def _contributions(value, local: bool) -> list:

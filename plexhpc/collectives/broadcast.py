@@ -23,7 +23,7 @@ __all__ = ["broadcast"]
 
 _HEADER = 1024
 _FIXED = struct.Struct("<IIQ")  # meta length, flags, data length
-_INLINE, _FAILED, _LONG_META = 1, 2, 4
+_INLINE, _FAILED, _LONG_META, _SMALL = 1, 2, 4, 8
 
 
 def broadcast(value=None, root: int = 0, *, comm=None, out=None, timeout: float | None = None):
@@ -37,10 +37,41 @@ def broadcast(value=None, root: int = 0, *, comm=None, out=None, timeout: float 
     check_root(root, cc.size)
     what = f"broadcast #{cc.seq}"
     cc.seq += 1
-    head = np.zeros(_HEADER, np.uint8)
+    head = cc.__dict__.get("_bcast_head")
+    if head is None:
+        head = cc.__dict__["_bcast_head"] = np.zeros(_HEADER, np.uint8)
     if cc.rank == root:
+        if (type(value) is np.ndarray and value.dtype.kind in "biufc"
+                and value.nbytes <= _HEADER - _FAST.size - 8 * value.ndim and value.ndim <= 8):
+            return _send_small_array(cc, what, value, root, head, timeout)
         return _send(cc, what, value, root, head, timeout)
     return _receive(cc, what, root, head, out, timeout)
+
+
+_FAST = struct.Struct("<IIQ8sB")  # 0, flags (_SMALL), nbytes, dtype str, ndim; then shape
+
+
+def _send_small_array(cc, what, value, root, head, timeout):
+    """The common small case in one Ibcast, header packed by struct (no pickle)."""
+    a = value if value.flags.c_contiguous else np.ascontiguousarray(value)
+    _FAST.pack_into(head, 0, 0, _SMALL, a.nbytes, a.dtype.str.encode(), a.ndim)
+    pos = _FAST.size
+    if a.ndim:
+        struct.pack_into(f"<{a.ndim}q", head, pos, *a.shape)
+        pos += 8 * a.ndim
+    head[pos:pos + a.nbytes] = a.reshape(-1).view(np.uint8)
+    cc.wait(cc.comm.Ibcast(head, root), what, timeout)
+    return value
+
+
+def _receive_small_array(head):
+    _, _, nbytes, dts, ndim = _FAST.unpack_from(head, 0)
+    pos = _FAST.size
+    shape = struct.unpack_from(f"<{ndim}q", head, pos) if ndim else ()
+    pos += 8 * ndim
+    arr = np.empty(shape, np.dtype(dts.rstrip(b"\0").decode()))
+    arr.reshape(-1).view(np.uint8)[:] = head[pos:pos + nbytes]
+    return arr
 
 
 def _send(cc, what, value, root, head, timeout):
@@ -95,6 +126,17 @@ def _send(cc, what, value, root, head, timeout):
 def _receive(cc, what, root, head, out, timeout):
     cc.wait(cc.comm.Ibcast(head, root), what, timeout)
     mlen, flags, data_len = _FIXED.unpack_from(head, 0)
+    if flags & _SMALL:
+        arr = _receive_small_array(head)
+        if out is None:
+            return arr
+        ok = (isinstance(out, np.ndarray) and out.shape == arr.shape
+              and out.dtype == arr.dtype and out.flags.writeable)
+        if not ok:
+            raise ValueError(f"out= does not fit the broadcast value: expected "
+                             f"{arr.dtype.name}{list(arr.shape)}")
+        out[...] = arr
+        return out
     pos = _FIXED.size
     if flags & _FAILED:
         message = pickle.loads(head[pos:pos + mlen].tobytes())

@@ -167,7 +167,8 @@ class CollComm:
         v[1] = -signature
         v[2] = self.rank if failed else -1
         self.wait(self.comm.Iallreduce(v, out, MPI.MAX), what, timeout)
-        return out[0] == -out[1], int(out[2])
+        a, b, c = out.tolist()
+        return a == -b, c
 
     def allgather_obj(self, obj, what: str, timeout) -> list:
         """Every rank's ``obj`` (pickled), with the same timeout and abort checks."""
