@@ -35,6 +35,7 @@ from mpi4py import MPI
 
 from . import errors as E
 from .actor import spec_of
+from .allocator import tune_allocator
 from .cell import (ASK, ERROR, INIT, REPLY, RUNNING, SEND, STARTING, STOPPED, STOPPING, SYS,
                    TERM, ActorCell, rank_of)
 from .config import AppConfig, resolve_class
@@ -81,6 +82,7 @@ class Node:
                  spin_us: float = 200.0, max_sleep_s: float = 0.25,
                  remote_poll_s: float = 0.001, stop_timeout_s: float = 10.0):
         global _current
+        tune_allocator()
         base = comm if comm is not None else MPI.COMM_WORLD
         self.comm = base.Dup()
         self.comm.Set_name("plexhpc-actors")

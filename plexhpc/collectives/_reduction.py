@@ -169,21 +169,21 @@ def run_reduction(name: str, value, op, root, comm, *, out=None, inplace=False, 
         return _single(cc, what, flat, spec, wdtypes[0], root, out, inplace, timeout, is_root)
     # 2./3. packed per dtype
     plan = _Plan(wdtypes, flat.leaves)
-    bufs = _pack(cc, sig, plan, flats, wdtypes, spec)
-    results = {}
+    # results land in the packed buffers themselves (MPI_IN_PLACE: MPICH then skips a
+    # copy, measured 209 vs 269 us for 2 MB); so the buffers are fresh per call unless
+    # the results are copied out at once (inplace=/out=), when a cached one is reused
+    reuse = bool(inplace or out is not None or not is_root)
+    bufs = _pack(cc, sig, plan, flats, wdtypes, spec, reuse)
+    results = bufs
     reqs = []
     for key, buf in bufs.items():
-        dt = np.dtype(key)
-        mop = mpi_op_for(spec, dt)
-        if is_root:
-            res = np.empty_like(buf)
-            results[key] = res
-        else:
-            res = None
+        mop = mpi_op_for(spec, buf.dtype)
         if root is None:
-            reqs.append(cc.comm.Iallreduce(buf, res, mop))
+            reqs.append(cc.comm.Iallreduce(MPI.IN_PLACE, buf, mop))
+        elif is_root:
+            reqs.append(cc.comm.Ireduce(MPI.IN_PLACE, buf, mop, root))
         else:
-            reqs.append(cc.comm.Ireduce(buf, res, mop, root))
+            reqs.append(cc.comm.Ireduce(buf, None, mop, root))
     count = cc.size
     if spec.name == "mean" and local:
         count = _global_count(cc, what, len(flats), timeout)
@@ -322,17 +322,20 @@ def _single(cc, what, flat, spec, wd, root, out, inplace, timeout, is_root):
     return unflatten(flat, [res])
 
 
-def _pack(cc, sig, plan: _Plan, flats, wdtypes, spec):
-    """Per-dtype buffers holding this rank's (locally combined) contribution."""
+def _pack(cc, sig, plan: _Plan, flats, wdtypes, spec, reuse: bool):
+    """Per-dtype buffers holding this rank's (locally combined) contribution; cached
+    per call signature when ``reuse`` (a training loop then allocates nothing)."""
     cache = cc.__dict__.setdefault("_pack_cache", {})
     bufs = {}
     for key, total in plan.groups.items():
         ck = (sig, key)
-        buf = cache.get(ck)
+        buf = cache.get(ck) if reuse else None
         if buf is None:
-            if len(cache) > 64:
-                cache.clear()
-            buf = cache[ck] = np.empty(total, np.dtype(key))
+            buf = np.empty(total, np.dtype(key))
+            if reuse:
+                if len(cache) > 64:
+                    cache.clear()
+                cache[ck] = buf
         bufs[key] = buf
     for (key, off), a in zip(plan.where, flats[0].leaves):
         K.pack_into(bufs[key], off, a.reshape(-1))

@@ -25,7 +25,10 @@ import weakref
 import numpy as np
 from mpi4py import MPI
 
+from ..allocator import tune_allocator
 from ..errors import CollectiveAborted, CollectiveTimeout
+
+tune_allocator()
 
 __all__ = ["CollComm", "get_comm", "reset", "default_timeout", "set_default_timeout"]
 

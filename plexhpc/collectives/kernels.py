@@ -29,8 +29,9 @@ _jit = numba.jit(**JIT)
 def pack_into(dst, offset, src):
     """Copy ``src`` (1-d) into ``dst[offset:offset + src.size]``; returns the next offset."""
     n = src.size
+    d = dst[offset:offset + n]  # a view: the loop below vectorizes (offset indexing did not)
     for i in range(n):
-        dst[offset + i] = src[i]
+        d[i] = src[i]
     return offset + n
 
 
@@ -38,8 +39,9 @@ def pack_into(dst, offset, src):
 def unpack_from(src, offset, dst):
     """Copy ``src[offset:offset + dst.size]`` into ``dst`` (1-d); returns the next offset."""
     n = dst.size
+    s = src[offset:offset + n]
     for i in range(n):
-        dst[i] = src[offset + i]
+        dst[i] = s[i]
     return offset + n
 
 
