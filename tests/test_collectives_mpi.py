@@ -36,3 +36,24 @@ def test_an_uncaught_exception_on_one_rank_stops_the_others(tmp_path):
     job = mpirun(2, [str(script)], timeout=60)
     assert "ABORTED rank=1" in job.stdout and "rank 1 lost its data" in job.stdout, job
     assert job.returncode != 0
+
+
+def test_collectives_benchmark_smoke_prints_every_key():
+    import json
+    import sys
+
+    from conftest import run
+    job = run([sys.executable, "-m", "plexhpc", "bench", "collectives", "-n", "2", "--quick",
+               "--json"], timeout=200)
+    assert job.returncode == 0, job
+    res = json.loads(job.stdout.strip().splitlines()[-1])
+    ops = {(r["op"], r["bytes"]) for r in res["rows"]}
+    for op in ["broadcast", "reduce", "allreduce", "scatter", "gather", "allgather"]:
+        for nbytes in [8, 8192, 1 << 20, 8 << 20]:
+            assert (op, nbytes) in ops
+    assert ("barrier", 0) in ops
+    for row in res["rows"]:
+        assert row["plexhpc_p50_us"] > 0 and row["mpi4py_p50_us"] > 0 and row["ratio"] > 0
+    assert {"plexhpc_p50_us", "one_buffer_p50_us", "pickle_p50_us"} <= set(res["pytree"])
+    assert {"plexhpc_p50_us", "builtin_p50_us"} <= set(res["user_op"])
+    assert res["jit_compile_s"] >= 0 and res["ranks"] == 2

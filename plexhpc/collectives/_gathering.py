@@ -158,7 +158,13 @@ def run_gather(name: str, value, root, comm, timeout):
     send = a.reshape(-1).view(np.uint8)
     buf = np.empty(displs[-1] + counts[-1], np.uint8) if is_root else None
     rspec = [buf, (counts, displs), MPI.BYTE] if is_root else None
-    if root is None:
+    if counts.count(counts[0]) == len(counts):  # equal parts: the plain (faster) call
+        rspec = [buf, MPI.BYTE] if is_root else None
+        if root is None:
+            req = cc.comm.Iallgather(send, rspec)
+        else:
+            req = cc.comm.Igather(send, rspec, root)
+    elif root is None:
         req = cc.comm.Iallgatherv(send, rspec)
     else:
         req = cc.comm.Igatherv(send, rspec, root)

@@ -23,7 +23,7 @@ __all__ = ["broadcast"]
 
 _HEADER = 1024
 _FIXED = struct.Struct("<IIQ")  # meta length, flags, data length
-_INLINE, _FAILED, _LONG_META, _SMALL = 1, 2, 4, 8
+_INLINE, _FAILED, _LONG_META, _SMALL, _ARRAY = 1, 2, 4, 8, 16
 
 
 def broadcast(value=None, root: int = 0, *, comm=None, out=None, timeout: float | None = None):
@@ -41,9 +41,8 @@ def broadcast(value=None, root: int = 0, *, comm=None, out=None, timeout: float 
     if head is None:
         head = cc.__dict__["_bcast_head"] = np.zeros(_HEADER, np.uint8)
     if cc.rank == root:
-        if (type(value) is np.ndarray and value.dtype.kind in "biufc"
-                and value.nbytes <= _HEADER - _FAST.size - 8 * value.ndim and value.ndim <= 8):
-            return _send_small_array(cc, what, value, root, head, timeout)
+        if type(value) is np.ndarray and value.dtype.kind in "biufc" and value.ndim <= 8:
+            return _send_array(cc, what, value, root, head, timeout)
         return _send(cc, what, value, root, head, timeout)
     return _receive(cc, what, root, head, out, timeout)
 
@@ -51,26 +50,44 @@ def broadcast(value=None, root: int = 0, *, comm=None, out=None, timeout: float 
 _FAST = struct.Struct("<IIQ8sB")  # 0, flags (_SMALL), nbytes, dtype str, ndim; then shape
 
 
-def _send_small_array(cc, what, value, root, head, timeout):
-    """The common small case in one Ibcast, header packed by struct (no pickle)."""
+def _send_array(cc, what, value, root, head, timeout):
+    """One array: the header packed by struct (no pickle); the data inside the header
+    when it fits (one MPI call), else one more Ibcast straight from the array."""
     a = value if value.flags.c_contiguous else np.ascontiguousarray(value)
-    _FAST.pack_into(head, 0, 0, _SMALL, a.nbytes, a.dtype.str.encode(), a.ndim)
+    inline = a.nbytes <= _HEADER - _FAST.size - 8 * a.ndim
+    _FAST.pack_into(head, 0, 0, _SMALL if inline else _ARRAY, a.nbytes,
+                    a.dtype.str.encode(), a.ndim)
     pos = _FAST.size
     if a.ndim:
         struct.pack_into(f"<{a.ndim}q", head, pos, *a.shape)
         pos += 8 * a.ndim
-    head[pos:pos + a.nbytes] = a.reshape(-1).view(np.uint8)
+    if inline:
+        head[pos:pos + a.nbytes] = a.reshape(-1).view(np.uint8)
     cc.wait(cc.comm.Ibcast(head, root), what, timeout)
+    if not inline:
+        cc.wait(cc.comm.Ibcast(a, root), what, timeout)
     return value
 
 
-def _receive_small_array(head):
-    _, _, nbytes, dts, ndim = _FAST.unpack_from(head, 0)
+def _receive_array(cc, what, root, head, out, timeout):
+    flags, nbytes, dts, ndim = _FAST.unpack_from(head, 0)[1:]
     pos = _FAST.size
     shape = struct.unpack_from(f"<{ndim}q", head, pos) if ndim else ()
     pos += 8 * ndim
-    arr = np.empty(shape, np.dtype(dts.rstrip(b"\0").decode()))
-    arr.reshape(-1).view(np.uint8)[:] = head[pos:pos + nbytes]
+    dt = np.dtype(dts.rstrip(b"\0").decode())
+    if out is not None and not (isinstance(out, np.ndarray) and out.shape == shape
+                                and out.dtype == dt and out.flags.writeable
+                                and out.flags.c_contiguous):
+        err = ValueError(f"out= does not fit the broadcast value: expected a writable "
+                         f"C-contiguous {dt.name}{list(shape)}")
+        if not flags & _SMALL:  # take part anyway, so root is not left waiting
+            cc.wait(cc.comm.Ibcast(np.empty(shape, dt), root), what, timeout)
+        raise err
+    arr = out if out is not None else np.empty(shape, dt)
+    if flags & _SMALL:
+        arr.reshape(-1).view(np.uint8)[:] = head[pos:pos + nbytes]
+    else:
+        cc.wait(cc.comm.Ibcast(arr, root), what, timeout)
     return arr
 
 
@@ -126,17 +143,8 @@ def _send(cc, what, value, root, head, timeout):
 def _receive(cc, what, root, head, out, timeout):
     cc.wait(cc.comm.Ibcast(head, root), what, timeout)
     mlen, flags, data_len = _FIXED.unpack_from(head, 0)
-    if flags & _SMALL:
-        arr = _receive_small_array(head)
-        if out is None:
-            return arr
-        ok = (isinstance(out, np.ndarray) and out.shape == arr.shape
-              and out.dtype == arr.dtype and out.flags.writeable)
-        if not ok:
-            raise ValueError(f"out= does not fit the broadcast value: expected "
-                             f"{arr.dtype.name}{list(arr.shape)}")
-        out[...] = arr
-        return out
+    if flags & (_SMALL | _ARRAY):
+        return _receive_array(cc, what, root, head, out, timeout)
     pos = _FIXED.size
     if flags & _FAILED:
         message = pickle.loads(head[pos:pos + mlen].tobytes())
