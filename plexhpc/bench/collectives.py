@@ -30,7 +30,7 @@ TARGETS = {"ratio_ge_1mb": 1.10, "added_us_8b": 5.0, "pytree_vs_one_buffer": 1.2
 
 
 def _iters(nbytes: int, quick: bool) -> int:
-    n = 400 if nbytes <= 8192 else (60 if nbytes <= 1 << 20 else 20)
+    n = 400 if nbytes <= 8192 else (100 if nbytes <= 1 << 20 else 50)
     return max(5, n // 8) if quick else n
 
 
@@ -56,16 +56,22 @@ def _row_fns(op: str, nbytes: int, comm, pc) -> dict:
     n = max(1, nbytes // 8)
     a = np.full(n, float(rank + 1))
     b = np.empty_like(a)
+    c = np.empty_like(a)
     if op == "broadcast":
         return {"plexhpc": lambda: C.broadcast(a if rank == 0 else None, comm=pc),
+                "plexhpc_out": lambda: C.broadcast(a if rank == 0 else None, comm=pc,
+                                                   out=None if rank == 0 else c),
                 "mpi4py": lambda: comm.Bcast(a, 0)}
     if op == "barrier":
         return {"plexhpc": lambda: C.barrier(comm=pc), "mpi4py": comm.Barrier}
     if op == "reduce":
         return {"plexhpc": lambda: C.reduce(a, "sum", 0, comm=pc),
+                "plexhpc_out": lambda: C.reduce(a, "sum", 0, comm=pc,
+                                                out=c if rank == 0 else None),
                 "mpi4py": lambda: comm.Reduce(a, b if rank == 0 else None, MPI.SUM, 0)}
     if op == "allreduce":
         return {"plexhpc": lambda: C.allreduce(a, "sum", comm=pc),
+                "plexhpc_out": lambda: C.allreduce(a, "sum", comm=pc, out=c),
                 "mpi4py": lambda: comm.Allreduce(a, b, MPI.SUM)}
     if op == "scatter":
         whole = np.full((size, n), 1.0)
@@ -99,11 +105,15 @@ def run(quick: bool) -> dict:
     for op in OPS:
         for nbytes in ([0] if op == "barrier" else SIZES):
             t = _timed(comm, _row_fns(op, nbytes, comm, pc), _iters(nbytes, quick))
-            rows.append({"op": op, "bytes": nbytes, "ranks": size,
-                         "plexhpc_p50_us": round(t["plexhpc"], 2),
-                         "mpi4py_p50_us": round(t["mpi4py"], 2),
-                         "ratio": round(t["plexhpc"] / t["mpi4py"], 3),
-                         "added_us": round(t["plexhpc"] - t["mpi4py"], 2)})
+            row = {"op": op, "bytes": nbytes, "ranks": size,
+                   "plexhpc_p50_us": round(t["plexhpc"], 2),
+                   "mpi4py_p50_us": round(t["mpi4py"], 2),
+                   "ratio": round(t["plexhpc"] / t["mpi4py"], 3),
+                   "added_us": round(t["plexhpc"] - t["mpi4py"], 2)}
+            if "plexhpc_out" in t:  # the same call writing into a reused buffer (out=)
+                row["plexhpc_out_p50_us"] = round(t["plexhpc_out"], 2)
+                row["ratio_out"] = round(t["plexhpc_out"] / t["mpi4py"], 3)
+            rows.append(row)
     # a pytree of two 1 MB float64 arrays (a small model's gradients)
     tree = {"w1": np.full(1 << 17, 1.0 + rank), "w2": np.full(1 << 17, 2.0 + rank)}
     flat2 = np.empty(1 << 18)
@@ -167,11 +177,12 @@ def run(quick: bool) -> dict:
 
 def markdown(res: dict) -> str:
     lines = [f"## plexhpc bench collectives ({res['ranks']} ranks)", "",
-             "| op | bytes | plexhpc p50 µs | mpi4py p50 µs | ratio | added µs |",
-             "|---|---|---|---|---|---|"]
+             "| op | bytes | plexhpc p50 µs | mpi4py p50 µs | ratio | added µs | with out= µs "
+             "(ratio) |", "|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
+        extra = (f"{r['plexhpc_out_p50_us']} ({r['ratio_out']})" if "ratio_out" in r else "")
         lines.append(f"| {r['op']} | {r['bytes']} | {r['plexhpc_p50_us']} | "
-                     f"{r['mpi4py_p50_us']} | {r['ratio']} | {r['added_us']} |")
+                     f"{r['mpi4py_p50_us']} | {r['ratio']} | {r['added_us']} | {extra} |")
     p, u = res["pytree"], res["user_op"]
     lines += ["", "ratio = plexhpc / mpi4py (same run); added = plexhpc - mpi4py.", "",
               f"pytree {{w1, w2: 1 MB float64}}: plexhpc {p['plexhpc_p50_us']} µs "

@@ -16,7 +16,6 @@ import numpy as np
 from mpi4py import MPI
 
 from ..errors import CollectiveMismatch
-from ._reduction import check_root
 from .comm import get_comm
 from .values import ARRAY, SCALAR, flatten
 
@@ -105,11 +104,7 @@ def _layout(recs: np.ndarray, itemsize: int) -> tuple:
 
 def run_gather(name: str, value, root, comm, timeout):
     cc = get_comm(comm, timeout)
-    cc.ensure_usable()
-    if root is not None:
-        check_root(root, cc.size)
-    what = f"{name} #{cc.seq}"
-    cc.seq += 1
+    what = cc.begin(name, root)
     flat, mine = _record(value)
     a = None
     if mine[0] != 3:

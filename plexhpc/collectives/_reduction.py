@@ -27,7 +27,7 @@ from mpi4py import MPI
 
 from ..errors import CollectiveAborted, CollectiveMismatch
 from . import kernels as K
-from .comm import CollComm, get_comm
+from .comm import CollComm, check_root, get_comm
 from .ops import OpSpec, local_combiner, mpi_op_for, resolve_op, work_dtype
 from .values import OBJECT, Flat, describe, flatten, signature_of, unflatten
 
@@ -36,14 +36,6 @@ __all__ = ["run_reduction", "check_root", "DEFAULT_CHECK", "settle"]
 #: whether collectives check metadata across ranks unless told otherwise
 DEFAULT_CHECK = True
 _BIG = np.iinfo(np.int64).max
-
-
-def check_root(root, size: int) -> None:
-    if not isinstance(root, (int, np.integer)) or isinstance(root, bool):
-        raise ValueError(f"root must be an int rank, got {root!r}")
-    if not 0 <= root < size:
-        raise ValueError(f"root {root} is out of range: the communicator has ranks "
-                         f"0..{size - 1}")
 
 
 def settle(cc: CollComm, what: str, err, sig: int, desc, check, timeout, agreed=None) -> None:
@@ -125,9 +117,7 @@ def run_reduction(name: str, value, op, root, comm, *, out=None, inplace=False, 
     """Reduce ``value`` over the ranks of ``comm``; ``root=None`` means every rank gets
     the result (allreduce)."""
     cc = get_comm(comm, timeout)
-    cc.ensure_usable()
-    what = f"{name} #{cc.seq}"
-    cc.seq += 1
+    what = cc.begin(name)  # the root is checked below, where errors reach every rank
     if not local and out is None and not inplace:
         vt = type(value)
         if vt is np.ndarray:

@@ -12,7 +12,5 @@ def barrier(*, comm=None, timeout: float | None = None) -> None:
     :class:`~plexhpc.errors.CollectiveTimeout` if one has not within ``timeout`` seconds,
     or :class:`~plexhpc.errors.CollectiveAborted` if one announced a failure."""
     cc = get_comm(comm, timeout)
-    cc.ensure_usable()
-    what = f"barrier #{cc.seq}"
-    cc.seq += 1
+    what = cc.begin("barrier")
     cc.wait(cc.comm.Ibarrier(), what, timeout)

@@ -15,7 +15,6 @@ import numpy as np
 
 from ..errors import CollectiveAborted
 from . import kernels as K
-from ._reduction import check_root
 from .comm import get_comm
 from .values import OBJECT, Flat, flatten, unflatten
 
@@ -33,13 +32,8 @@ def broadcast(value=None, root: int = 0, *, comm=None, out=None, timeout: float 
     them) of the right shape and dtype to receive into, for loops that reuse buffers.
     """
     cc = get_comm(comm, timeout)
-    cc.ensure_usable()
-    check_root(root, cc.size)
-    what = f"broadcast #{cc.seq}"
-    cc.seq += 1
-    head = cc.__dict__.get("_bcast_head")
-    if head is None:
-        head = cc.__dict__["_bcast_head"] = np.zeros(_HEADER, np.uint8)
+    what = cc.begin("broadcast", root)
+    head = cc.scratch("_bcast_head", _HEADER)
     if cc.rank == root:
         if type(value) is np.ndarray and value.dtype.kind in "biufc" and value.ndim <= 8:
             return _send_array(cc, what, value, root, head, timeout)

@@ -30,7 +30,8 @@ from ..errors import CollectiveAborted, CollectiveTimeout
 
 tune_allocator()
 
-__all__ = ["CollComm", "get_comm", "reset", "default_timeout", "set_default_timeout"]
+__all__ = ["CollComm", "get_comm", "reset", "default_timeout", "set_default_timeout",
+           "check_root"]
 
 TAG_ABORT = 7001
 _ABORT_BYTES = 8192
@@ -92,6 +93,26 @@ class CollComm:
                     "rank died or is stuck, or ranks called collectives in a different "
                     "order); this communicator cannot be used again")
             os.sched_yield()
+
+    # ---- starting a call ---------------------------------------------------------------
+
+    def begin(self, name: str, root=None) -> str:
+        """Every collective's first step: refuse a broken communicator, check the root,
+        number the call. Returns the call's name for messages (``allreduce #12``)."""
+        self.ensure_usable()
+        if root is not None:
+            check_root(root, self.size)
+        what = f"{name} #{self.seq}"
+        self.seq += 1
+        return what
+
+    def scratch(self, key: str, nbytes: int) -> np.ndarray:
+        """A byte buffer kept for this communicator (headers, slots): no allocation per
+        call. Only valid until the next call that uses the same key."""
+        buf = self.__dict__.get(key)
+        if buf is None or buf.size != nbytes:
+            buf = self.__dict__[key] = np.zeros(nbytes, np.uint8)
+        return buf
 
     # ---- failure state -------------------------------------------------------------
 
@@ -194,6 +215,15 @@ class CollComm:
         buf = bytearray(data) if self.rank == root else bytearray(int(n[0]))
         self.wait(self.comm.Ibcast([buf, MPI.BYTE], root), what, timeout)
         return obj if self.rank == root else pickle.loads(buf)
+
+
+def check_root(root, size: int) -> None:
+    """ValueError unless ``root`` is a rank of a communicator of ``size``."""
+    if not isinstance(root, (int, np.integer)) or isinstance(root, bool):
+        raise ValueError(f"root must be an int rank, got {root!r}")
+    if not 0 <= root < size:
+        raise ValueError(f"root {root} is out of range: the communicator has ranks "
+                         f"0..{size - 1}")
 
 
 def _oversubscribed() -> bool:

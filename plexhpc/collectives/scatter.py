@@ -16,7 +16,6 @@ import numpy as np
 from mpi4py import MPI
 
 from ..errors import CollectiveAborted
-from ._reduction import check_root
 from .comm import get_comm
 from .values import ARRAY, SCALAR, flatten
 
@@ -56,15 +55,10 @@ def _plan(values, size):
 def scatter(values=None, root: int = 0, *, comm=None, timeout: float | None = None):
     """Return this rank's part of root's ``values`` (ignored on other ranks)."""
     cc = get_comm(comm, timeout)
-    cc.ensure_usable()
-    check_root(root, cc.size)
-    what = f"scatter #{cc.seq}"
-    cc.seq += 1
+    what = cc.begin("scatter", root)
     # a fixed-size first header: an array split along its first axis is described by
     # struct (and, when small, carried whole); anything else says "pickled header next"
-    head = cc.__dict__.get("_scatter_head")
-    if head is None:
-        head = cc.__dict__["_scatter_head"] = np.zeros(_HEAD, np.uint8)
+    head = cc.scratch("_scatter_head", _HEAD)
     if cc.rank == root:
         fast = (isinstance(values, np.ndarray) and values.ndim >= 1
                 and values.shape[0] == cc.size and values.dtype.kind in "biufc"
