@@ -151,7 +151,7 @@ def run_gather(name: str, value, root, comm, timeout):
                  for r, (c, sh) in enumerate(zip(counts, shapes))]
         return _as_scalars(parts, flat, value)
     send = a.reshape(-1).view(np.uint8)
-    buf = np.empty(displs[-1] + counts[-1], np.uint8) if is_root else None
+    buf = cc.result_array(displs[-1] + counts[-1], np.uint8) if is_root else None
     rspec = [buf, (counts, displs), MPI.BYTE] if is_root else None
     if counts.count(counts[0]) == len(counts):  # equal parts: the plain (faster) call
         rspec = [buf, MPI.BYTE] if is_root else None

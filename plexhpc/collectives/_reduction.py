@@ -118,13 +118,14 @@ def run_reduction(name: str, value, op, root, comm, *, out=None, inplace=False, 
     the result (allreduce)."""
     cc = get_comm(comm, timeout)
     what = cc.begin(name)  # the root is checked below, where errors reach every rank
-    if not local and out is None and not inplace:
+    if not local and not inplace:
         vt = type(value)
-        if vt is np.ndarray:
-            done, result = _fast_array(cc, what, name, value, op, root, check, timeout)
+        if vt is np.ndarray and (out is None or _plain_out(out, value)):
+            done, result = _fast_array(cc, what, name, value, op, root, check, timeout, out)
             if done:
                 return result
-        elif vt is float or vt is bool or (vt is int and -2 ** 63 <= value < 2 ** 63):
+        elif out is None and (vt is float or vt is bool
+                              or (vt is int and -2 ** 63 <= value < 2 ** 63)):
             done, result = _fast_array(cc, what, name, np.asarray(value), op, root, check,
                                        timeout)
             if done:
@@ -197,7 +198,7 @@ def run_reduction(name: str, value, op, root, comm, *, out=None, inplace=False, 
 _FAST: dict = {}
 
 
-def _fast_array(cc, what, name, value, op, root, check, timeout):
+def _fast_array(cc, what, name, value, op, root, check, timeout, out=None):
     """One array, a built-in op: everything about the call (validation, signature, MPI op)
     comes from one cache lookup. Returns (False, None) to let the general path handle
     anything unusual (including errors, which it reports on every rank)."""
@@ -220,6 +221,8 @@ def _fast_array(cc, what, name, value, op, root, check, timeout):
             _FAST.clear()
         _FAST[key] = hit
     sig, wd, mop, is_mean = hit
+    if out is not None and out.dtype != wd:
+        return False, None  # the general path explains what out= should be
     if (DEFAULT_CHECK if check is None else check) and cc.size > 1:
         same, bad = cc.agree(sig, False, what, timeout)
         if bad >= 0 or not same:
@@ -229,16 +232,24 @@ def _fast_array(cc, what, name, value, op, root, check, timeout):
     if a.dtype != wd:
         a = a.astype(wd)
     comm = cc.comm
+    is_root = root is None or root == cc.rank
+    if out is not None:
+        res = out if is_root else None
+    else:
+        res = cc.result_array(value.shape, wd) if is_root else None
     if root is None:
-        res = np.empty(value.shape, wd)
         req = comm.Iallreduce(a, res, mop)
     else:
-        res = np.empty(value.shape, wd) if root == cc.rank else None
         req = comm.Ireduce(a, res, mop, root)
     cc.wait(req, what, timeout)
     if is_mean and res is not None:
         K.scale_into(res.reshape(-1), 1.0 / cc.size)
     return True, res
+
+
+def _plain_out(out, value) -> bool:
+    return (type(out) is np.ndarray and out.shape == value.shape and out.flags.c_contiguous
+            and out.flags.writeable)
 
 
 def _contributions(value, local: bool) -> list:
@@ -321,7 +332,7 @@ def _pack(cc, sig, plan: _Plan, flats, wdtypes, spec, reuse: bool):
         ck = (sig, key)
         buf = cache.get(ck) if reuse else None
         if buf is None:
-            buf = np.empty(total, np.dtype(key))
+            buf = np.empty(total, np.dtype(key)) if reuse else cc.result_array(total, key)
             if reuse:
                 if len(cache) > 64:
                     cache.clear()

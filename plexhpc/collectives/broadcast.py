@@ -77,7 +77,7 @@ def _receive_array(cc, what, root, head, out, timeout):
         if not flags & _SMALL:  # take part anyway, so root is not left waiting
             cc.wait(cc.comm.Ibcast(np.empty(shape, dt), root), what, timeout)
         raise err
-    arr = out if out is not None else np.empty(shape, dt)
+    arr = out if out is not None else cc.result_array(shape, dt)
     if flags & _SMALL:
         arr.reshape(-1).view(np.uint8)[:] = head[pos:pos + nbytes]
     else:

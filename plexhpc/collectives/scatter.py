@@ -83,7 +83,7 @@ def scatter(values=None, root: int = 0, *, comm=None, timeout: float | None = No
         pos = _FAST.size
         shape = struct.unpack_from(f"<{ndim}q", head, pos) if ndim else ()
         pos += 8 * ndim
-        out = np.empty(shape, np.dtype(dts.rstrip(b"\0").decode()))
+        out = cc.result_array(shape, np.dtype(dts.rstrip(b"\0").decode()))
         if inline:
             start = pos + cc.rank * part
             out.reshape(-1).view(np.uint8)[:] = head[start:start + part]

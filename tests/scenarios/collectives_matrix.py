@@ -233,6 +233,23 @@ def scalars_and_trees():
           np.full(2, sum(float(j + r) for r in range(SIZE) for j in range(r + 1))), "local trees")
     close(C.allreduce(contribs, absmax, local=True),
           np.full(4, max(flat_vals, key=abs)), "local user op")
+    # pooled result buffers: a result the caller keeps (or a view of it) is never reused
+    big = np.full(1 << 17, 1.0)
+    r1 = C.allreduce(big)
+    r2 = C.allreduce(big * 2)
+    view = r2[5:]
+    del r2
+    r3 = C.allreduce(big * 3)
+    close(r1, np.full(1 << 17, 1.0 * SIZE), "kept result 1 intact")
+    close(view, np.full((1 << 17) - 5, 2.0 * SIZE), "view of a dropped result intact")
+    close(r3, np.full(1 << 17, 3.0 * SIZE), "third result")
+    kept = [C.allreduce({"w": big * k}) for k in range(6)]  # more than the pool holds
+    for k, t in enumerate(kept):
+        close(t["w"], np.full(1 << 17, float(k * SIZE)), f"kept pytree result {k}")
+    b1 = C.broadcast(big * 7 if RANK == 0 else None)
+    b2 = C.broadcast(big * 8 if RANK == 0 else None)
+    close(b1, np.full(1 << 17, 7.0), "kept broadcast result")
+    close(b2, np.full(1 << 17, 8.0), "second broadcast result")
     # objects: slow path
     got = C.allreduce(f"r{RANK}", "sum")
     if got != "".join(f"r{r}" for r in range(SIZE)):
