@@ -16,6 +16,8 @@ working (an ask timeout is a ``TimeoutError``, a bad config a ``ValueError``)::
     ├── JobFailed             (RuntimeError)     the job stopped abnormally (restart intensity
     │                                            exceeded, the driver raised, a rank vanished)
     ├── HostUsageError        (RuntimeError)     ``host`` used outside an actor's handler
+    ├── ShardGroupError       (ValueError)       a bad shard-group spec or an unknown group
+    ├── ScatterGatherIncomplete (TimeoutError)   fewer shards answered than min_responses
     └── CollectiveError       (RuntimeError)     a collective could not complete
         ├── CollectiveMismatch (ValueError)      ranks passed different shapes/dtypes/trees
         ├── CollectiveTimeout  (TimeoutError)    not every rank arrived in time
@@ -41,6 +43,8 @@ __all__ = [
     "StartError",
     "JobFailed",
     "HostUsageError",
+    "ShardGroupError",
+    "ScatterGatherIncomplete",
     "CollectiveError",
     "CollectiveMismatch",
     "CollectiveTimeout",
@@ -139,6 +143,22 @@ class JobFailed(PlexError, RuntimeError):
 class HostUsageError(PlexError, RuntimeError):
     """``host`` was used where there is no current actor (outside a handler). From a
     driver script use the node returned by :func:`plexhpc.start` instead."""
+
+
+class ShardGroupError(PlexError, ValueError):
+    """A shard-group call was refused: a bad spec (the message names the key and what was
+    expected), an unknown group, or shards that could not be created."""
+
+
+class ScatterGatherIncomplete(PlexError, TimeoutError):
+    """Fewer shards answered than ``min_responses`` before the timeout. ``missing`` lists
+    the shard ids that did not answer successfully; ``partial`` holds the reply built
+    from those that did."""
+
+    def __init__(self, message: str, *, missing=(), partial=None):
+        self.missing = list(missing)
+        self.partial = partial
+        super().__init__(message)
 
 
 class CollectiveError(PlexError, RuntimeError):

@@ -17,6 +17,7 @@ from greenlet import getcurrent
 
 from . import errors as E
 from . import node as _node_mod
+from .shards import api as _shard_api
 from .log import get_logger
 
 __all__ = ["host", "Host"]
@@ -153,6 +154,51 @@ class Host:
         ref = node._class_ref(actor_class)
         return node.wait_from_actor(
             lambda done: node._start_spawn_many(ref, count, rank, args, done))
+
+    # ---- shard groups ---------------------------------------------------------------
+
+    def create_shard_group(self, spec: dict) -> dict:
+        """Create ``shard_count`` actors of ``actor_type`` over the ranks; returns
+        ``{group_id, shard_count, shard_actor_ids, rank_of_shard, ...}`` once every shard's
+        init succeeded. Keys: group_id, actor_type ("module:Class" or a config child's
+        name), shard_count, partition_strategy (hash|range|round_robin), placement
+        ({"strategy": spread|pack|ranks}), initial_state, args, key_range."""
+        return self._shard_call(lambda node, cell, done: _shard_api.create(
+            node, cell.id, spec, done))
+
+    def destroy_shard_group(self, group_id: str) -> dict:
+        """Stop every shard of the group and forget it on every rank."""
+        return self._shard_call(lambda node, cell, done: _shard_api.destroy(
+            node, cell.id, group_id, done))
+
+    def route(self, group_id: str, key, op: str, payload: dict | None = None,
+              timeout_ms: float = DEFAULT_TIMEOUT_MS):
+        """Ask the shard that owns ``key`` (by the group's partition strategy)."""
+        _check(op, payload)
+        return self._shard_call(lambda node, cell, done: _shard_api.route(
+            node, cell.id, group_id, key, op, payload, timeout_ms, done))
+
+    def scatter_gather(self, spec: dict) -> dict:
+        """Ask every shard ``query`` at once; returns ``{result, shard_responses, stats}``
+        as soon as ``min_responses`` answered (default: all), or raises
+        :class:`~plexhpc.errors.ScatterGatherIncomplete` listing the missing shards."""
+        return self._shard_call(lambda node, cell, done: _shard_api.scatter_gather(
+            node, cell.id, spec, done))
+
+    def broadcast_shard_group(self, spec: dict) -> dict:
+        """Deliver ``message`` to every shard and count the acks (``min_acks``)."""
+        return self._shard_call(lambda node, cell, done: _shard_api.broadcast(
+            node, cell.id, spec, done))
+
+    def barrier_shard_group(self, spec: dict) -> dict:
+        """Return once every shard has handled everything sent to it before."""
+        return self._shard_call(lambda node, cell, done: _shard_api.barrier(
+            node, cell.id, spec, done))
+
+    @staticmethod
+    def _shard_call(start):
+        node, cell = _here()
+        return node.wait_from_actor(lambda done: start(node, cell, done))
 
     def stop(self, actor: str | None = None, reason: str = "normal") -> None:
         """Stop an actor (default: this one) after its current message. It is not

@@ -41,6 +41,7 @@ from .cell import (ASK, ERROR, INIT, REPLY, RUNNING, SEND, STARTING, STOPPED, ST
 from .config import AppConfig, resolve_class
 from .doorbell import Doorbell
 from .groups import GroupRegistry
+from .shards.groups import ShardGroups
 from .supervisor import ESCALATE, RESTART, RankSupervisor
 from .log import configure as configure_logging
 from .log import get_logger
@@ -112,6 +113,7 @@ class Node:
         self.yield_after_s = _env_float("PLEXHPC_YIELD_AFTER_US",
                                         10 if self.oversubscribed else 100) * 1e-6
         self.groups = GroupRegistry(self)
+        self.shards = ShardGroups(self)
 
         self._cells: dict[str, ActorCell] = {}
         self._names: dict[str, str] = {c.name: f"{c.name}@{c.rank}" for c in config.children}
@@ -189,6 +191,43 @@ class Node:
     def stop(self, actor: str, timeout_ms: float = 10000) -> None:
         """Stop an actor normally (its terminate handler runs; it is not restarted)."""
         self._call_and_wait(lambda done: self._start_stop(actor, "normal", done), timeout_ms)
+
+    # shard groups, from a driver (the same calls as host.*)
+    def create_shard_group(self, spec: dict, timeout_ms: float = 120000) -> dict:
+        from .shards import api
+        return self._call_and_wait(lambda done: api.create(self, "$driver", spec, done),
+                                   timeout_ms)
+
+    def destroy_shard_group(self, group_id: str, timeout_ms: float = 60000) -> dict:
+        from .shards import api
+        return self._call_and_wait(lambda done: api.destroy(self, "$driver", group_id, done),
+                                   timeout_ms)
+
+    def route(self, group_id: str, key, op: str, payload: dict | None = None,
+              timeout_ms: float = 5000):
+        from .shards import api
+        _check_payload(op, payload)
+        return self._call_and_wait(lambda done: api.route(
+            self, f"$driver@{self.rank}", group_id, key, op, payload, timeout_ms, done),
+            timeout_ms)
+
+    def scatter_gather(self, spec: dict) -> dict:
+        from .shards import api
+        wait = float(spec.get("timeout_ms", 30000)) if isinstance(spec, dict) else 30000
+        return self._call_and_wait(lambda done: api.scatter_gather(
+            self, f"$driver@{self.rank}", spec, done), wait + 2000)
+
+    def broadcast_shard_group(self, spec: dict) -> dict:
+        from .shards import api
+        wait = float(spec.get("timeout_ms", 10000)) if isinstance(spec, dict) else 10000
+        return self._call_and_wait(lambda done: api.broadcast(
+            self, f"$driver@{self.rank}", spec, done), wait + 2000)
+
+    def barrier_shard_group(self, spec: dict) -> dict:
+        from .shards import api
+        wait = float(spec.get("timeout_ms", 10000)) if isinstance(spec, dict) else 10000
+        return self._call_and_wait(lambda done: api.barrier(
+            self, f"$driver@{self.rank}", spec, done), wait + 2000)
 
     def members(self, group: str) -> list:
         """Members of a process group, cluster-wide, in a stable order."""
@@ -349,6 +388,7 @@ class Node:
         self._pending[corr] = (waiter, aid, op, timeout_ms)
         self._arm_ask(corr, timeout_ms)
         self._post((ASK, aid, frm, op, payload, corr, self.rank, ctx), r)
+        return corr
 
     def ask_from_actor(self, cell, to, op, payload, timeout_ms):
         """``host.ask``: park the calling greenlet until the reply or the timeout."""
@@ -415,6 +455,50 @@ class Node:
             if dq and (best is None or dq[0][0] < best):
                 best = dq[0][0]
         return best
+
+    def start_ask_many(self, targets, op, payload, timeout_ms, min_success, frm, done) -> None:
+        """Ask every target at once; ``done(results)`` as soon as ``min_success`` replied
+        successfully or every ask has ended (reply, error or timeout). ``results[i]`` is
+        ``(ok, value, latency_ms, arrival)`` or None for an ask dropped after the early
+        finish (its late reply is discarded)."""
+        n = len(targets)
+        results: list = [None] * n
+        corrs: list = [None] * n
+        state = {"ended": 0, "ok": 0, "finished": False, "arrival": 0}
+        t0 = _monotonic()
+
+        def finish():
+            state["finished"] = True
+            for c in corrs:
+                if c is not None:
+                    self._pending.pop(c, None)
+            done(results)
+
+        def waiter(i):
+            def cb(ok, value):
+                if state["finished"]:
+                    return
+                results[i] = (ok, value, (_monotonic() - t0) * 1000.0, state["arrival"])
+                state["arrival"] += 1
+                state["ended"] += 1
+                state["ok"] += bool(ok)
+                if state["ok"] >= min_success or state["ended"] == n:
+                    finish()
+            return cb
+
+        if n == 0:
+            done(results)
+            return
+        for i, target in enumerate(targets):
+            if state["finished"]:
+                break
+            corrs[i] = self._start_ask(target, op, payload, timeout_ms, waiter(i), frm)
+
+    def broadcast_system(self, op: str, data) -> None:
+        """Tell every other rank's node ``op`` (FIFO after this rank's earlier messages)."""
+        for r in range(self.size):
+            if r != self.rank:
+                self.transport.post(r, (SYS, None, None, op, data, 0, -1, None))
 
     def send_from(self, frm: str, to: str, op: str, payload) -> None:
         aid, r = self._resolve(to)
@@ -783,6 +867,10 @@ class Node:
         op = env[3]
         h = cell.spec.handlers.get(op)
         if h is None:
+            if op == "__ping__":  # built in: proves the actor has handled what came before
+                if kind == ASK:
+                    self._reply(env, {"ok": True, "actor_id": cell.id})
+                return
             if kind == ASK:
                 self._reply(env, {"error": f"Unknown message type: {op}"})
             else:
@@ -922,6 +1010,10 @@ class Node:
         elif op == "unname":
             name, aid = env[4]
             self._unregister_name(name, aid, broadcast=False)
+        elif op == "shard_group":
+            self.shards.install_remote(env[4])
+        elif op == "shard_group_drop":
+            self.shards.drop(env[4])
         elif op == "ready":
             self._ready_peers.add(src)
             self._check_started()

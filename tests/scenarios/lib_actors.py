@@ -190,3 +190,83 @@ class Marker:
     @handler("shutdown_job", "cast")
     def shutdown_job(self):
         host.shutdown("a test actor asked for it")
+
+
+@actor
+class KVShard:
+    """A shard of a key-value store: knows its shard id, group and initial state."""
+
+    shard_id: int = state(default=-1)
+    group_id: str = state(default="")
+    initial: dict = state(default_factory=dict)
+    data: dict = state(default_factory=dict)
+    hits: int = state(default=0)
+
+    @init_handler
+    def on_init(self, config):
+        args = config["args"]
+        self.shard_id = args["shard_id"]
+        self.group_id = args["group_id"]
+        self.initial = args.get("initial_state", {})
+
+    @handler("whoami")
+    def whoami(self):
+        self.hits += 1
+        return {"shard_id": self.shard_id, "rank": host.rank(), "group_id": self.group_id,
+                "initial_state": self.initial, "id": host.self_id()}
+
+    @handler("put")
+    def put(self, key, value=None):
+        self.data[str(key)] = value
+        return {"shard_id": self.shard_id}
+
+    @handler("get")
+    def get(self, key):
+        return {"shard_id": self.shard_id, "value": self.data.get(str(key))}
+
+    @handler("count")
+    def count(self):
+        return len(self.data)
+
+    @handler("stats")
+    def stats(self):
+        return {"keys": len(self.data), "hits": self.hits}
+
+    @handler("vote")
+    def vote(self):
+        return "yes" if self.shard_id != 1 else "no"
+
+    @handler("slow")
+    def slow(self, ms: int = 0, only: int = -1):
+        if only in (-1, self.shard_id):
+            import time as _t
+            _t.sleep(ms / 1000)
+        return self.shard_id
+
+    @handler("crash")
+    def crash(self):
+        raise RuntimeError(f"shard {self.shard_id} crashed on purpose")
+
+    @handler("reset")
+    def reset(self):
+        self.data.clear()
+        return True
+
+
+@actor
+class Coordinator:
+    """Drives a shard group from inside a handler (host.* calls)."""
+
+    @handler("run")
+    def run(self, shards: int = 4):
+        g = host.create_shard_group({"group_id": "coord-g", "actor_type": "lib_actors:KVShard",
+                                     "shard_count": shards})
+        for k in range(20):
+            host.route("coord-g", f"k{k}", "put", {"key": f"k{k}", "value": k})
+        total = host.scatter_gather({"group_id": "coord-g", "query": {"op": "count"},
+                                     "aggregation": "sum"})
+        got = host.route("coord-g", "k7", "get", {"key": "k7"})
+        barrier = host.barrier_shard_group({"group_id": "coord-g"})
+        host.destroy_shard_group("coord-g")
+        return {"ranks": g["rank_of_shard"], "total": total["result"], "k7": got["value"],
+                "arrived": barrier["arrived"]}

@@ -1,0 +1,170 @@
+"""The shard-group calls, written once for both callers: an actor (``host.*``, which parks
+its handler until ``done``) and a driver script (``node.*``, which waits on a queue).
+
+Every function runs on the node's loop and ends by calling ``done(ok, value)``.
+Replies say what happened (shards reached, responses counted, latencies), as the
+reference's benchmark expects.
+"""
+
+from __future__ import annotations
+
+from .. import errors as E
+from .groups import AGGREGATIONS, aggregate
+
+__all__ = ["create", "destroy", "route", "scatter_gather", "broadcast", "barrier"]
+
+
+def _int(spec, key, default, minimum=0):
+    value = spec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise E.ShardGroupError(f"{key} must be a number >= {minimum}, got {value!r}")
+    return value
+
+
+def _check(spec, allowed, call):
+    if not isinstance(spec, dict):
+        raise E.ShardGroupError(f"{call} takes a dict, got {type(spec).__name__}")
+    unknown = set(spec) - set(allowed)
+    if unknown:
+        raise E.ShardGroupError(f"{call}: unknown key(s) {sorted(unknown)}; expected "
+                                f"{sorted(allowed)}")
+
+
+def _guard(done, fn):
+    try:
+        fn()
+    except (E.ShardGroupError, E.ActorNotFound, E.InvalidMessage) as exc:
+        done(False, exc)
+
+
+def create(node, frm, spec, done):
+    node.shards.create(spec, done)
+
+
+def destroy(node, frm, group_id, done):
+    node.shards.destroy(group_id, done)
+
+
+def route(node, frm, group_id, key, op, payload, timeout_ms, done):
+    def go():
+        _, aid = node.shards.route(group_id, key)
+        node._start_ask(aid, op, payload, timeout_ms, done, frm)
+    _guard(done, go)
+
+
+def _shard_rows(group, results):
+    rows = []
+    for i, (aid, res) in enumerate(zip(group.shard_actor_ids, results)):
+        if res is None:
+            rows.append({"shard_id": i, "shard_actor_id": aid, "response": None,
+                         "latency_ms": None, "success": False,
+                         "error": "not waited for (min_responses reached first)"})
+            continue
+        ok, value, latency, _ = res
+        rows.append({"shard_id": i, "shard_actor_id": aid,
+                     "response": value if ok else None, "latency_ms": round(latency, 3),
+                     "success": bool(ok),
+                     "error": None if ok else f"{type(value).__name__}: {value}"})
+    return rows
+
+
+def scatter_gather(node, frm, spec, done):
+    def go():
+        _check(spec, ("group_id", "query", "aggregation", "min_responses", "timeout_ms"),
+               "scatter_gather")
+        group = node.shards.get(spec.get("group_id"))
+        query = spec.get("query")
+        if not isinstance(query, dict) or not isinstance(query.get("op"), str):
+            raise E.ShardGroupError("scatter_gather: query must be a dict with an 'op'")
+        how = spec.get("aggregation", "concat")
+        if how not in AGGREGATIONS:
+            raise E.ShardGroupError(f"scatter_gather: aggregation must be one of "
+                                    f"{list(AGGREGATIONS)}, got {how!r}")
+        need = int(_int(spec, "min_responses", group.shard_count, 1))
+        if need > group.shard_count:
+            raise E.ShardGroupError(f"scatter_gather: min_responses {need} exceeds the "
+                                    f"group's {group.shard_count} shards")
+        timeout = _int(spec, "timeout_ms", 30000, 1)
+
+        def on_results(results):
+            rows = _shard_rows(group, results)
+            good = [(r[3], rows[i]["response"]) for i, r in enumerate(results)
+                    if r is not None and r[0]]
+            stats = {"shards_queried": group.shard_count,
+                     "shards_responded": len(good),
+                     "shards_failed": sum(1 for r in rows if r["success"] is False
+                                          and r["latency_ms"] is not None)}
+            try:
+                result = aggregate(how, [resp for _, resp in good],
+                                   [resp for _, resp in sorted(good, key=lambda x: x[0])])
+            except E.ShardGroupError as exc:
+                done(False, exc)
+                return
+            reply = {"result": result, "shard_responses": rows, "stats": stats}
+            if len(good) < need:
+                missing = [r["shard_id"] for r in rows if not r["success"]]
+                done(False, E.ScatterGatherIncomplete(
+                    f"scatter_gather on {group.group_id!r}: {len(good)} of {need} required "
+                    f"responses within {timeout:g} ms; missing shards {missing}",
+                    missing=missing, partial=reply))
+                return
+            done(True, reply)
+
+        node.start_ask_many(group.shard_actor_ids, query["op"], query, timeout, need, frm,
+                            on_results)
+    _guard(done, go)
+
+
+def broadcast(node, frm, spec, done):
+    def go():
+        _check(spec, ("group_id", "message", "min_acks", "timeout_ms"), "broadcast_shard_group")
+        group = node.shards.get(spec.get("group_id"))
+        message = spec.get("message")
+        if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+            raise E.ShardGroupError("broadcast_shard_group: message must be a dict with an "
+                                    "'op'")
+        need = int(_int(spec, "min_acks", group.shard_count, 0))
+        timeout = _int(spec, "timeout_ms", 10000, 1)
+
+        def on_results(results):
+            rows = _shard_rows(group, results)
+            acks = sum(1 for r in rows if r["success"])
+            reply = {"group_id": group.group_id, "shard_count": group.shard_count,
+                     "acks": acks, "shards_reached": acks,
+                     "failed": [r["shard_id"] for r in rows if not r["success"]]}
+            if acks < need:
+                done(False, E.ScatterGatherIncomplete(
+                    f"broadcast_shard_group on {group.group_id!r}: {acks} of {need} acks "
+                    f"within {timeout:g} ms; failed shards {reply['failed']}",
+                    missing=reply["failed"], partial=reply))
+                return
+            done(True, reply)
+
+        node.start_ask_many(group.shard_actor_ids, message["op"], message, timeout,
+                            group.shard_count, frm, on_results)
+    _guard(done, go)
+
+
+def barrier(node, frm, spec, done):
+    def go():
+        _check(spec, ("group_id", "timeout_ms"), "barrier_shard_group")
+        group = node.shards.get(spec.get("group_id"))
+        timeout = _int(spec, "timeout_ms", 10000, 1)
+
+        def on_results(results):
+            rows = _shard_rows(group, results)
+            arrived = sum(1 for r in rows if r["success"])
+            slowest = max((r["latency_ms"] for r in rows if r["success"]), default=0.0)
+            reply = {"group_id": group.group_id, "shard_count": group.shard_count,
+                     "arrived": arrived, "slowest_ms": slowest}
+            if arrived < group.shard_count:
+                missing = [r["shard_id"] for r in rows if not r["success"]]
+                done(False, E.ScatterGatherIncomplete(
+                    f"barrier_shard_group on {group.group_id!r}: shards {missing} did not "
+                    f"arrive within {timeout:g} ms", missing=missing, partial=reply))
+                return
+            done(True, reply)
+
+        node.start_ask_many(group.shard_actor_ids, "__ping__", None, timeout,
+                            group.shard_count, frm, on_results)
+    _guard(done, go)

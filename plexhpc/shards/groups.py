@@ -1,0 +1,251 @@
+"""Shard groups on the actor plane: N actors of one class, partitioned by key, spread
+over ranks, addressed as one.
+
+A group's metadata (its shard ids, the rank of each, the partition strategy) is kept by
+the rank that created it and announced to every other rank on the node's FIFO channel,
+so any actor on any rank can ``route`` to a shard or fan a query out with
+``scatter_gather``. Shards are ordinary supervised actors named ``<group>.shard<i>``: a
+crashed shard is restarted by its rank's supervisor under the same id, so it keeps its
+partition; while it is down, asks to it time out and are reported as failed, never
+hanging the caller.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .. import errors as E
+from .partition import PARTITIONS, RoundRobin, hash_shard, place_shards, range_shard
+
+__all__ = ["ShardGroup", "ShardGroups", "aggregate", "AGGREGATIONS"]
+
+AGGREGATIONS = ("concat", "merge", "first", "majority", "sum", "min", "max", "mean")
+_SPEC_KEYS = {"group_id", "actor_type", "shard_count", "partition_strategy", "placement",
+              "initial_state", "args", "key_range"}
+
+
+@dataclass
+class ShardGroup:
+    """What every rank knows about a group."""
+
+    group_id: str
+    actor_type: str
+    shard_count: int
+    partition_strategy: str
+    shard_actor_ids: list
+    rank_of_shard: list
+    key_range: list = field(default_factory=lambda: [0, 2 ** 32])
+    creator_rank: int = 0
+
+    def reply(self) -> dict:
+        return {"group_id": self.group_id, "shard_count": self.shard_count,
+                "shard_actor_ids": list(self.shard_actor_ids),
+                "rank_of_shard": list(self.rank_of_shard),
+                "partition_strategy": self.partition_strategy,
+                "ranks": sorted(set(self.rank_of_shard))}
+
+
+def _fail(message: str) -> E.ShardGroupError:
+    return E.ShardGroupError(message)
+
+
+class ShardGroups:
+    """This rank's view of the job's shard groups (created here or announced)."""
+
+    def __init__(self, node):
+        self._node = node
+        self._groups: dict[str, ShardGroup] = {}
+        self._round_robin: dict[str, RoundRobin] = {}
+
+    # ---- queries -------------------------------------------------------------------
+
+    def get(self, group_id) -> ShardGroup:
+        group = self._groups.get(group_id)
+        if group is None:
+            raise _fail(f"no shard group {group_id!r} (known: {sorted(self._groups)[:20]})")
+        return group
+
+    def route(self, group_id: str, key) -> tuple:
+        """(shard index, shard actor id) that owns ``key``."""
+        g = self.get(group_id)
+        if g.partition_strategy == "hash":
+            i = hash_shard(key, g.shard_count)
+        elif g.partition_strategy == "range":
+            i = range_shard(key, g.shard_count, tuple(g.key_range))
+        else:
+            rr = self._round_robin.setdefault(group_id, RoundRobin(g.shard_count))
+            i = rr(key)
+        return i, g.shard_actor_ids[i]
+
+    # ---- changes (run on the hub) -------------------------------------------------
+
+    def create(self, spec: dict, done) -> None:
+        """Validate ``spec``, spawn the shards on their ranks, then announce the group;
+        ``done(True, reply)`` once every shard's init has succeeded."""
+        node = self._node
+        try:
+            plan = self._plan(spec)
+        except (E.ShardGroupError, ValueError, TypeError) as exc:
+            done(False, exc if isinstance(exc, E.PlexError) else _fail(str(exc)))
+            return
+        gid, ref, ranks, base_args = plan["group_id"], plan["ref"], plan["ranks"], plan["args"]
+        n = len(ranks)
+        ids: list = [None] * n
+        state = {"left": n, "error": None}
+
+        def one_done(i):
+            def cb(ok, value):
+                if ok:
+                    ids[i] = value
+                elif state["error"] is None:
+                    state["error"] = value
+                state["left"] -= 1
+                if state["left"] == 0:
+                    finish()
+            return cb
+
+        def finish():
+            if state["error"] is not None:
+                for aid in ids:
+                    if aid is not None:
+                        node._start_stop(aid, "shard group creation failed",
+                                         lambda ok, value: None)
+                done(False, _fail(f"creating shard group {gid!r} failed: {state['error']}"))
+                return
+            group = ShardGroup(gid, plan["actor_type"], n, plan["strategy"], ids, ranks,
+                               plan["key_range"], node.rank)
+            self._install(group)
+            node.broadcast_system("shard_group", asdict(group))
+            done(True, group.reply())
+
+        for i, r in enumerate(ranks):
+            args = dict(base_args)
+            args.update({"shard_id": i, "shard_count": n, "group_id": gid,
+                         "initial_state": plan["initial_state"]})
+            node._start_spawn(ref, f"{gid}.shard{i}", r, args, "permanent", one_done(i))
+
+    def destroy(self, group_id: str, done) -> None:
+        node = self._node
+        try:
+            group = self.get(group_id)
+        except E.ShardGroupError as exc:
+            done(False, exc)
+            return
+        left = {"n": group.shard_count}
+
+        def stopped(ok, value):
+            left["n"] -= 1
+            if left["n"] == 0:
+                done(True, {"group_id": group_id, "destroyed": True,
+                            "shards_stopped": group.shard_count})
+
+        self.drop(group_id)
+        node.broadcast_system("shard_group_drop", group_id)
+        for aid in group.shard_actor_ids:
+            node._start_stop(aid, f"shard group {group_id} destroyed", stopped)
+
+    def install_remote(self, meta: dict) -> None:
+        self._install(ShardGroup(**meta))
+
+    def drop(self, group_id: str) -> None:
+        self._groups.pop(group_id, None)
+        self._round_robin.pop(group_id, None)
+
+    def _install(self, group: ShardGroup) -> None:
+        self._groups[group.group_id] = group
+
+    def _plan(self, spec: dict) -> dict:
+        node = self._node
+        if not isinstance(spec, dict):
+            raise _fail(f"create_shard_group takes a dict, got {type(spec).__name__}")
+        unknown = set(spec) - _SPEC_KEYS
+        if unknown:
+            raise _fail(f"create_shard_group: unknown key(s) {sorted(unknown)}; expected "
+                        f"{sorted(_SPEC_KEYS)}")
+        gid = spec.get("group_id")
+        if not isinstance(gid, str) or not gid or "@" in gid:
+            raise _fail(f"group_id must be a non-empty str without '@', got {gid!r}")
+        if gid in self._groups:
+            raise _fail(f"shard group {gid!r} already exists; destroy it first")
+        count = spec.get("shard_count")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise _fail(f"shard_count must be an int >= 1, got {count!r}")
+        strategy = spec.get("partition_strategy", "hash")
+        if strategy not in PARTITIONS:
+            raise _fail(f"partition_strategy must be one of {list(PARTITIONS)}, got "
+                        f"{strategy!r}")
+        placement = spec.get("placement", {"strategy": "spread"})
+        if isinstance(placement, str):
+            placement = {"strategy": placement}
+        if not isinstance(placement, dict):
+            raise _fail(f"placement must be a dict like {{'strategy': 'spread'}}, got "
+                        f"{placement!r}")
+        ranks = place_shards(count, node.size, placement.get("strategy", "spread"),
+                             placement.get("ranks"))
+        key_range = list(spec.get("key_range", [0, 2 ** 32]))
+        actor_type = spec.get("actor_type")
+        args = dict(spec.get("args") or {})
+        if not isinstance(actor_type, str) or not actor_type:
+            raise _fail("actor_type must be a 'module:Class' path or the name of a child "
+                        "in the app config")
+        child = next((c for c in node.config.children if c.name == actor_type), None)
+        if child is not None:  # reuse a configured child's class (and its args)
+            ref = node._class_ref(child.cls)
+            args = {**child.args, **args}
+        elif ":" in actor_type:
+            try:
+                ref = node._class_ref(actor_type)
+            except E.ConfigError as exc:
+                raise _fail(f"actor_type {actor_type!r}: {exc}") from exc
+        else:
+            raise _fail(f"actor_type {actor_type!r} is neither 'module:Class' nor the name "
+                        f"of a child in the app config")
+        return {"group_id": gid, "ref": ref, "ranks": ranks, "args": args,
+                "strategy": strategy, "key_range": key_range, "actor_type": actor_type,
+                "initial_state": spec.get("initial_state", {})}
+
+
+# ---- aggregation -------------------------------------------------------------------------
+
+def _numeric(values, how):
+    if not values:
+        return None
+    if all(isinstance(v, dict) for v in values):
+        keys = list(dict.fromkeys(k for v in values for k in v))
+        return {k: _numeric([v[k] for v in values if k in v], how) for k in keys}
+    arrs = [np.asarray(v) for v in values]
+    if not all(a.dtype.kind in "biufc" for a in arrs):
+        raise _fail(f"aggregation {how!r} needs numbers, arrays or dicts of them; got "
+                    f"{[type(v).__name__ for v in values]}")
+    stack = np.stack(arrs)
+    out = {"sum": stack.sum, "min": stack.min, "max": stack.max, "mean": stack.mean}[how](0)
+    return out.item() if out.ndim == 0 else out
+
+
+def aggregate(how: str, responses: list, arrival: list):
+    """Combine successful shard responses (in shard order; ``arrival`` in reply order)."""
+    if how == "concat":
+        return list(responses)
+    if how == "merge":
+        merged: dict = {}
+        for r in responses:
+            if not isinstance(r, dict):
+                raise _fail(f"aggregation 'merge' needs dict responses, got "
+                            f"{type(r).__name__}")
+            merged.update(r)
+        return merged
+    if how == "first":
+        return arrival[0] if arrival else None
+    if how == "majority":
+        if not responses:
+            return None
+        keyed = [json.dumps(r, sort_keys=True, default=repr) for r in responses]
+        winner, _ = Counter(keyed).most_common(1)[0]
+        return responses[keyed.index(winner)]
+    if how in ("sum", "min", "max", "mean"):
+        return _numeric(responses, how)
+    raise _fail(f"unknown aggregation {how!r}; expected one of {list(AGGREGATIONS)}")
