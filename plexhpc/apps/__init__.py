@@ -1,0 +1,1 @@
+"""Applications built on plexhpc: the parallel-inference benchmark, the parameter server."""
