@@ -28,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default=None, help="debug, info, warning (default), error")
 
     bench = sub.add_parser("bench", help="benchmarks that print JSON and Markdown reports")
-    bench.add_argument("suite", choices=["actors", "collectives"], help="which benchmark")
+    bench.add_argument("suite", choices=["actors", "collectives", "shards"],
+                       help="which benchmark")
     bench.add_argument("-n", "--ranks", type=int, default=None,
                        help="launch this many ranks with mpiexec (default 2; omit inside "
                        "mpiexec)")
@@ -37,13 +38,25 @@ def _parser() -> argparse.ArgumentParser:
                        "the numbers mean little)")
     bench.add_argument("--report", default=None, metavar="DIR",
                        help="also write JSON and Markdown reports into DIR")
+    shards = bench.add_argument_group("shards")
+    shards.add_argument("--shards", default="2,4,8,16,32", help="shard counts to measure")
+    shards.add_argument("--requests", type=int, default=64,
+                        help="requests in total (strong scaling) or per shard (--weak)")
+    shards.add_argument("--weak", action="store_true", help="weak scaling")
+    shards.add_argument("--model", default="medium", choices=["small", "medium", "large"],
+                        help="model size (default medium: ~3.6 ms of compute per request)")
+    shards.add_argument("--batch", type=int, default=64, help="rows per request")
+    shards.add_argument("--kb", type=float, default=256.0, help="KB per request")
+    shards.add_argument("--lanes", type=int, default=2,
+                        help="concurrent client streams of scatter_gather rounds")
     return p
 
 
 def _forward_args(args, skip=("ranks",)) -> list:
     out = []
     for key, value in vars(args).items():
-        if key in skip or key in ("command", "version", "app", "suite") or value in (None, False):
+        if key in skip or key in ("command", "version", "app", "suite") or value is None \
+                or value is False:
             continue
         flag = "--" + key.replace("_", "-")
         out += [flag] if value is True else [flag, str(value)]

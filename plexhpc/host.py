@@ -102,6 +102,23 @@ class Host:
         node, cell = _here()
         return node.ask_from_actor(cell, to, op, payload, timeout_ms)
 
+    def ask_many(self, targets: list, op: str, payload: dict | None = None,
+                 timeout_ms: float = DEFAULT_TIMEOUT_MS) -> list:
+        """Ask every target ``op`` at once and wait for all of them (each within
+        ``timeout_ms``); returns one entry per target, in order: the reply, or the
+        exception that ask ended with (AskTimeout, RemoteError...). Fan-out without
+        asking one after another."""
+        _check(op, payload)
+        if not timeout_ms or timeout_ms <= 0:
+            raise ValueError(f"timeout_ms must be > 0, got {timeout_ms!r}")
+        node, cell = _here()
+        targets = list(targets)
+        results = node.wait_from_actor(lambda done: node.start_ask_many(
+            targets, op, payload, timeout_ms, len(targets), cell.id,
+            lambda res: done(True, res)))
+        return [r[1] if r is not None else E.AskTimeout(f"{t}: not waited for")
+                for t, r in zip(targets, results)]
+
     def send(self, to: str, op: str, payload: dict | None = None) -> None:
         """Fire-and-forget ``op`` to ``to``. An unknown name raises; a message to an
         actor that has stopped is dropped, as in Erlang."""

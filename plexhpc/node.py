@@ -1199,6 +1199,11 @@ class Node:
                         if not g.dead:
                             self._switch(g, outcome)
                         continue
+                    if transport.outbox:
+                        # what earlier handlers sent leaves before the next one runs: a
+                        # long handler must not hold other ranks' work back
+                        for dest in transport.flush():
+                            doorbell.ring_if_sleeping(dest)
                     cell = ready.popleft()
                     cell.queued = False
                     if (cell.running is None and cell.status != STOPPED

@@ -12,4 +12,7 @@ def run_suite(suite: str, args) -> int:
     if suite == "collectives":
         from .collectives import main
         return main(args)
+    if suite == "shards":
+        from .shards import main
+        return main(args)
     raise ValueError(f"unknown benchmark suite {suite!r}")

@@ -1,0 +1,164 @@
+"""The parallel-inference actors: a worker that serves a real model, and the benchmark
+that drives groups of them and measures what happens.
+
+``InferenceWorker`` loads its model once, in init (the point of stateful shards: the
+model stays warm across requests), and answers ``infer`` by running the real forward
+pass over the request's input (256 KiB by default), replying with a checksum and the
+measured compute time. ``BenchmarkActor`` creates shard groups of workers and measures
+shard scaling (strong: a fixed number of requests; weak: a fixed number per shard).
+Every reported time is measured with ``time.perf_counter``; nothing is simulated.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ... import actor, handler, host, init_handler, state
+from .model import MLP, make_request_input
+
+__all__ = ["InferenceWorker", "BenchmarkActor", "limit_blas_threads"]
+
+
+def limit_blas_threads(n: int = 1) -> None:
+    """One BLAS thread per rank: a rank is a core here, and ranks × BLAS threads beyond
+    the cores only adds contention (the benchmark measures cores in use)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a declared dependency
+        return
+    threadpool_limits(n)
+
+
+@actor
+class InferenceWorker:
+    """Serves ``infer`` with a real forward pass of a seeded MLP loaded once in init."""
+
+    model_type: str = state(default="small")
+    shard_id: int = state(default=-1)
+    served: int = state(default=0)
+    compute_ms: float = state(default=0.0)
+
+    @init_handler
+    def on_init(self, config: dict) -> None:
+        args = config.get("args", {})
+        initial = args.get("initial_state") or {}
+        self.model_type = initial.get("model_type", args.get("model_type", self.model_type))
+        self.shard_id = int(args.get("shard_id", -1))
+        limit_blas_threads(int(initial.get("blas_threads", 1)))
+        self._model = MLP(self.model_type, seed=int(initial.get("seed", 0)))
+
+    @handler("infer")
+    def infer(self, request_id: str = "", input=None, batch_size: int = 64,
+              kb: float = 256.0) -> dict:
+        t0 = time.perf_counter()
+        x = input if hasattr(input, "shape") else make_request_input(
+            str(request_id), batch_size=batch_size, kb=kb, input_dim=self._model.input_dim)
+        reply = self._model.infer(x)
+        self.served += 1
+        self.compute_ms += reply["compute_time_ms"]
+        reply.update({"status": "ok", "request_id": request_id, "shard_id": self.shard_id,
+                      "rank": host.rank(),
+                      "latency_ms": (time.perf_counter() - t0) * 1e3})
+        return reply
+
+    @handler("get_metrics")
+    def get_metrics(self) -> dict:
+        return {"served": self.served, "compute_ms": self.compute_ms}
+
+    @handler("reset")
+    def reset(self) -> dict:
+        self.served = 0
+        self.compute_ms = 0.0
+        return {"status": "ok"}
+
+
+@actor
+class BenchLane:
+    """One client stream of scatter_gather rounds. Several lanes run at once, so shards
+    always have the next request queued and no core idles between rounds. Lane ``i`` of
+    ``L`` sends rounds ``i, i+L, i+2L, ...``."""
+
+    lane: int = state(default=0)
+
+    @init_handler
+    def on_init(self, config: dict) -> None:
+        self.lane = int(config["args"].get("lane", 0))
+
+    @handler("rounds")
+    def rounds(self, group_id: str, shards: int, lanes: int, rounds: int,
+               batch_size: int = 64, kb: float = 256.0, timeout_ms: int = 120000) -> dict:
+        inputs = [make_request_input(f"input-{self.lane}-{k}", batch_size=batch_size, kb=kb)
+                  for k in range(2)]
+        latencies, computes, errors = [], [], 0
+        for i in range(self.lane, rounds, lanes):
+            query = {"op": "infer", "batch_size": batch_size, "kb": kb,
+                     "request_id": f"r{shards}-{i}", "input": inputs[i % 2]}
+            try:
+                rows = host.scatter_gather({"group_id": group_id, "query": query,
+                                            "timeout_ms": timeout_ms})["shard_responses"]
+            except Exception as exc:  # noqa: BLE001 - counted, reported by the caller
+                partial = getattr(exc, "partial", None) or {}
+                rows = partial.get("shard_responses", [])
+                errors += shards - sum(1 for r in rows if r["success"])
+            for r in rows:
+                if r["success"]:
+                    latencies.append(r["latency_ms"])
+                    computes.append(r["response"]["compute_time_ms"])
+        return {"latencies_ms": latencies, "compute_ms": computes, "error_count": errors}
+
+
+@actor
+class BenchmarkActor:
+    """Runs one shard-scaling measurement per call, from inside a handler."""
+
+    lanes: list = state(default_factory=list)
+
+    @handler("shard_run")
+    def shard_run(self, shards: int = 2, requests: int = 64, weak: bool = False,
+                  model_type: str = "small", batch_size: int = 64, kb: float = 256.0,
+                  warmup: int = 2, lanes: int = 2, timeout_ms: int = 120000) -> dict:
+        """Create a group of ``shards`` workers, send ``requests`` requests (strong
+        scaling: in total; weak: per shard) as scatter_gather rounds from ``lanes``
+        concurrent clients, and return the raw measurements (per-request latency and
+        compute, wall time, errors). The request data (256 KiB by default) travels with
+        each request."""
+        if not isinstance(lanes, int) or lanes < 1:
+            raise ValueError(f"lanes must be an int >= 1, got {lanes!r}")
+        while len(self.lanes) < lanes:
+            self.lanes.append(host.spawn(BenchLane, args={"lane": len(self.lanes)}))
+        gid = f"bench-{shards}-{host.now_ms()}-{os.getpid()}"
+        group = host.create_shard_group({
+            "group_id": gid, "actor_type": "plexhpc.apps.inference.actors:InferenceWorker",
+            "shard_count": shards, "partition_strategy": "hash",
+            "placement": {"strategy": "spread"},
+            "initial_state": {"model_type": model_type}})
+        rounds = requests if weak else max(1, -(-requests // shards))
+        common = {"group_id": gid, "shards": shards, "batch_size": batch_size, "kb": kb,
+                  "timeout_ms": timeout_ms}
+        mine = self.lanes[:lanes]
+        try:
+            _check_all(host.ask_many(mine, "rounds", dict(common, lanes=lanes,
+                                                          rounds=warmup * lanes),
+                                     timeout_ms * (warmup + 1)))
+            t0 = time.perf_counter()
+            parts = _check_all(host.ask_many(mine, "rounds", dict(common, lanes=lanes,
+                                                                  rounds=rounds),
+                                             timeout_ms * (rounds + 1)))
+            wall_ms = (time.perf_counter() - t0) * 1e3
+        finally:
+            host.destroy_shard_group(gid)
+        return {"shards": shards, "ranks": sorted(set(group["rank_of_shard"])),
+                "world_size": host.world_size(), "rounds": rounds, "lanes": lanes,
+                "latencies_ms": [x for p in parts for x in p["latencies_ms"]],
+                "compute_ms": [x for p in parts for x in p["compute_ms"]],
+                "wall_time_ms": wall_ms,
+                "error_count": sum(p["error_count"] for p in parts),
+                "batch_size": batch_size, "kb": kb, "model_type": model_type}
+
+
+def _check_all(replies: list) -> list:
+    for r in replies:
+        if isinstance(r, Exception):
+            raise r
+    return replies
