@@ -22,7 +22,7 @@ point-to-point; see ``docs/ARCHITECTURE.md``. The public API::
 from .actor import actor, gen_server_actor, handler, init_handler, state, terminate_handler
 from .config import AppConfig, load_config
 from .errors import (ActorNotFound, AskTimeout, ConfigError, HostUsageError, InvalidMessage,
-                     JobFailed, NodeClosed, PlexError, RemoteError, RemoteTimeout, StartError)
+                     JobFailed, Rejected, NodeClosed, PlexError, RemoteError, RemoteTimeout, StartError)
 from .host import host
 from .job import Job, run_app, start
 from .node import Node
@@ -33,6 +33,6 @@ __all__ = [
     "actor", "gen_server_actor", "state", "handler", "init_handler", "terminate_handler",
     "host", "start", "run_app", "Job", "Node", "AppConfig", "load_config",
     "PlexError", "ConfigError", "InvalidMessage", "ActorNotFound", "AskTimeout",
-    "RemoteError", "RemoteTimeout", "NodeClosed", "JobFailed", "HostUsageError", "StartError",
+    "RemoteError", "RemoteTimeout", "NodeClosed", "JobFailed", "Rejected", "HostUsageError", "StartError",
     "__version__",
 ]

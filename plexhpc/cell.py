@@ -25,7 +25,7 @@ class ActorCell:
 
     __slots__ = ("id", "name", "spec", "inst", "mailbox", "running", "queued", "status",
                  "restart", "args", "init_waiter", "seq", "groups", "stop_reason",
-                 "stop_waiters", "restarts", "supervised", "pending_init")
+                 "stop_waiters", "restarts", "supervised", "pending_init", "current")
 
     def __init__(self, aid, name, spec, args, restart, seq, supervised):
         self.id = aid
@@ -46,6 +46,7 @@ class ActorCell:
         self.restarts = 0
         self.supervised = supervised
         self.pending_init = False
+        self.current = None  # the ask being handled, until its reply is sent or deferred
 
 
 def rank_of(actor_id: str) -> int:

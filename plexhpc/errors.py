@@ -6,6 +6,7 @@ working (an ask timeout is a ``TimeoutError``, a bad config a ``ValueError``)::
     PlexError
     ├── ConfigError           (ValueError)       the app config is wrong; names file and key
     ├── InvalidMessage        (ValueError)       a payload that a handler cannot take
+    │   └── Rejected                             raised by a handler to refuse a request
     ├── ActorNotFound         (LookupError)      no actor with that name or id
     ├── AskTimeout            (TimeoutError)     no reply within timeout_ms
     ├── RemoteError           (RuntimeError)     a handler raised; carries type, rank, traceback
@@ -35,6 +36,7 @@ __all__ = [
     "PlexError",
     "ConfigError",
     "InvalidMessage",
+    "Rejected",
     "ActorNotFound",
     "AskTimeout",
     "RemoteError",
@@ -76,6 +78,12 @@ class ConfigError(PlexError, ValueError):
 class InvalidMessage(PlexError, ValueError):
     """A message was refused before any handler ran: its payload is not a dict, or it
     lacks an argument the handler requires. The actor's state is untouched."""
+
+
+class Rejected(InvalidMessage):
+    """Raise it in a handler to refuse a request that is wrong (an unknown lease, a bad
+    argument): the asker gets :class:`InvalidMessage` with your message, and the actor
+    is not restarted — its state, and everything it already accepted, stays."""
 
 
 class ActorNotFound(PlexError, LookupError):

@@ -119,6 +119,20 @@ class Host:
         return [r[1] if r is not None else E.AskTimeout(f"{t}: not waited for")
                 for t, r in zip(targets, results)]
 
+    def defer_reply(self):
+        """Answer the current ask later: returns a token for :meth:`reply`; the handler's
+        own return value is then not sent. For servers that must keep taking messages
+        while a caller waits (a pool handing out workers as they come back)."""
+        node, cell = _here()
+        return node.defer_reply(cell)
+
+    def reply(self, token, value=None, *, error: BaseException | None = None) -> None:
+        """Answer a deferred ask with ``value``, or make the caller raise ``error``
+        (a TimeoutError arrives as AskTimeout, a LookupError as ActorNotFound, a
+        ValueError as InvalidMessage, anything else as RemoteError)."""
+        node, _ = _here()
+        node.reply_to(token, error is None, value if error is None else error)
+
     def send(self, to: str, op: str, payload: dict | None = None) -> None:
         """Fire-and-forget ``op`` to ``to``. An unknown name raises; a message to an
         actor that has stopped is dropped, as in Erlang."""
@@ -211,6 +225,42 @@ class Host:
         """Return once every shard has handled everything sent to it before."""
         return self._shard_call(lambda node, cell, done: _shard_api.barrier(
             node, cell.id, spec, done))
+
+    # ---- elastic pools ------------------------------------------------------------
+
+    def create_pool(self, name: str, actor_type: str, size: int = 2,
+                    max_size: int | None = None, idle_timeout_ms: float = 30_000) -> dict:
+        """Start a pool of ``size`` workers of ``actor_type`` (``"module:Class"``) that
+        grows to ``max_size`` under load; returns its stats."""
+        from .pool import PoolManager, pool_actor_name, pool_args
+        args = pool_args(name, actor_type, size, max_size, idle_timeout_ms)
+        _here()[0]._class_ref(actor_type)  # a bad class fails here, in the caller
+        aid = self.spawn(PoolManager, name=pool_actor_name(name), args=args,
+                         timeout_ms=120_000)
+        return self.ask(aid, "stats")
+
+    def pool_checkout(self, name: str, timeout_ms: float = 5000) -> dict:
+        """Lease a worker: ``{actor_id, checkout_id}``, or AskTimeout after
+        ``timeout_ms`` if none came free."""
+        from .pool import pool_actor_name
+        return self.ask(pool_actor_name(name), "checkout", {"timeout_ms": timeout_ms},
+                        timeout_ms + 2000)
+
+    def pool_checkin(self, name: str, actor_id: str, checkout_id: str,
+                     healthy: bool = True) -> dict:
+        """Return a lease; an unhealthy worker is replaced."""
+        from .pool import pool_actor_name
+        return self.ask(pool_actor_name(name), "checkin", {
+            "actor_id": actor_id, "checkout_id": checkout_id, "healthy": healthy})
+
+    def pool_stats(self, name: str) -> dict:
+        """size, idle, busy, waiting, utilization, avg_wait_ms, avg_exec_ms, counters."""
+        from .pool import pool_actor_name
+        return self.ask(pool_actor_name(name), "stats")
+
+    def destroy_pool(self, name: str) -> dict:
+        from .pool import pool_actor_name
+        return self.ask(pool_actor_name(name), "destroy", timeout_ms=30_000)
 
     @staticmethod
     def _shard_call(start):

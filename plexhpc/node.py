@@ -229,6 +229,35 @@ class Node:
         return self._call_and_wait(lambda done: api.barrier(
             self, f"$driver@{self.rank}", spec, done), wait + 2000)
 
+    # elastic pools, from a driver (the same calls as host.*)
+    def create_pool(self, name: str, actor_type: str, size: int = 2,
+                    max_size: int | None = None, idle_timeout_ms: float = 30_000) -> dict:
+        from .pool import PoolManager, pool_actor_name, pool_args
+        args = pool_args(name, actor_type, size, max_size, idle_timeout_ms)
+        self._class_ref(actor_type)
+        aid = self.spawn(PoolManager, name=pool_actor_name(name), args=args,
+                         timeout_ms=120_000)
+        return self.ask(aid, "stats")
+
+    def pool_checkout(self, name: str, timeout_ms: float = 5000) -> dict:
+        from .pool import pool_actor_name
+        return self.ask(pool_actor_name(name), "checkout", {"timeout_ms": timeout_ms},
+                        timeout_ms + 2000)
+
+    def pool_checkin(self, name: str, actor_id: str, checkout_id: str,
+                     healthy: bool = True) -> dict:
+        from .pool import pool_actor_name
+        return self.ask(pool_actor_name(name), "checkin", {
+            "actor_id": actor_id, "checkout_id": checkout_id, "healthy": healthy})
+
+    def pool_stats(self, name: str) -> dict:
+        from .pool import pool_actor_name
+        return self.ask(pool_actor_name(name), "stats")
+
+    def destroy_pool(self, name: str) -> dict:
+        from .pool import pool_actor_name
+        return self.ask(pool_actor_name(name), "destroy", timeout_ms=30_000)
+
     def members(self, group: str) -> list:
         """Members of a process group, cluster-wide, in a stable order."""
         return self._call_and_wait(lambda done: done(True, self.groups.members(group)), 5000)
@@ -890,9 +919,19 @@ class Node:
             else:
                 actor_log.warning("%s: cast %r refused: %s", cell.id, op, exc)
             return
+        if kind == ASK:
+            cell.current = env
         try:
             result = h.func(cell.inst, **kwargs)
+        except E.Rejected as exc:  # the handler refused the request: no crash
+            cell.current = None
+            if kind == ASK:
+                self._reply_error(env, E.INVALID, f"{cell.id}: {exc}")
+            else:
+                actor_log.warning("%s: cast %r refused: %s", cell.id, op, exc)
+            return
         except Exception as exc:  # noqa: BLE001 - a crash: reply, then restart
+            cell.current = None
             tb = traceback.format_exc()
             if kind == ASK:
                 self._reply_error(
@@ -902,12 +941,41 @@ class Node:
                     remote_type=type(exc).__name__, tb=tb)
             self._crash(cell, exc, tb, f"handler {op!r}")
             return
-        if kind == ASK:
+        if kind == ASK and cell.current is not None:  # None: the handler deferred it
+            cell.current = None
             rr = env[6]
             if rr == self.rank:
                 self._complete(env[5], True, result)
             else:
                 self.transport.post(rr, (REPLY, None, None, None, result, env[5], -1, None))
+
+    def defer_reply(self, cell):
+        """Take the reply of the ask ``cell`` is handling out of the handler's hands: the
+        handler returns without answering and someone answers later with
+        :meth:`reply_to` (OTP's ``{noreply, State}`` plus ``gen_server:reply``)."""
+        env = cell.current
+        if env is None:
+            raise E.HostUsageError("defer_reply() works only while handling an ask "
+                                   "(not a send, and only once per ask)")
+        cell.current = None
+        return (env[5], env[6], env[1], env[3])
+
+    def reply_to(self, token, ok: bool, value) -> None:
+        """Answer a deferred ask: ``value`` (ok) or an error (an exception or wire tuple)."""
+        corr, rr, aid, op = token
+        env = (ASK, aid, None, op, None, corr, rr, None)
+        if ok:
+            self._reply(env, value)
+        elif isinstance(value, tuple):
+            if rr == self.rank:
+                self._complete(corr, False, value)
+            else:
+                self.transport.post(rr, (ERROR, None, None, None, value, corr, -1, None))
+        else:
+            code = E.TIMEOUT if isinstance(value, TimeoutError) else (
+                E.NOT_FOUND if isinstance(value, LookupError) else (
+                    E.INVALID if isinstance(value, ValueError) else E.REMOTE))
+            self._reply_error(env, code, str(value), remote_type=type(value).__name__)
 
     def _run_init(self, cell, env) -> None:
         spec = cell.spec
