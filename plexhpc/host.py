@@ -229,11 +229,12 @@ class Host:
     # ---- elastic pools ------------------------------------------------------------
 
     def create_pool(self, name: str, actor_type: str, size: int = 2,
-                    max_size: int | None = None, idle_timeout_ms: float = 30_000) -> dict:
+                    max_size: int | None = None, idle_timeout_ms: float = 30_000,
+                    worker_args: dict | None = None) -> dict:
         """Start a pool of ``size`` workers of ``actor_type`` (``"module:Class"``) that
         grows to ``max_size`` under load; returns its stats."""
         from .pool import PoolManager, pool_actor_name, pool_args
-        args = pool_args(name, actor_type, size, max_size, idle_timeout_ms)
+        args = pool_args(name, actor_type, size, max_size, idle_timeout_ms, worker_args)
         _here()[0]._class_ref(actor_type)  # a bad class fails here, in the caller
         aid = self.spawn(PoolManager, name=pool_actor_name(name), args=args,
                          timeout_ms=120_000)

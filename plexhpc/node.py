@@ -231,9 +231,10 @@ class Node:
 
     # elastic pools, from a driver (the same calls as host.*)
     def create_pool(self, name: str, actor_type: str, size: int = 2,
-                    max_size: int | None = None, idle_timeout_ms: float = 30_000) -> dict:
+                    max_size: int | None = None, idle_timeout_ms: float = 30_000,
+                    worker_args: dict | None = None) -> dict:
         from .pool import PoolManager, pool_actor_name, pool_args
-        args = pool_args(name, actor_type, size, max_size, idle_timeout_ms)
+        args = pool_args(name, actor_type, size, max_size, idle_timeout_ms, worker_args)
         self._class_ref(actor_type)
         aid = self.spawn(PoolManager, name=pool_actor_name(name), args=args,
                          timeout_ms=120_000)

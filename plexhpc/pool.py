@@ -37,6 +37,7 @@ class PoolManager:
     size: int = state(default=1)
     max_size: int = state(default=1)
     idle_timeout_ms: float = state(default=30_000.0)
+    worker_args: dict = state(default_factory=dict)
     idle: list = state(default_factory=list)        # [(actor_id, idle_since)]
     leases: dict = state(default_factory=dict)      # checkout_id -> (actor_id, t_out)
     waiters: deque = state(default_factory=deque)   # (token, deadline, t_asked)
@@ -54,6 +55,7 @@ class PoolManager:
         self.size = int(a["size"])
         self.max_size = int(a["max_size"])
         self.idle_timeout_ms = float(a.get("idle_timeout_ms", 30_000))
+        self.worker_args = dict(a.get("worker_args") or {})
         self._ids = itertools.count(1)
         for _ in range(self.size):
             self.idle.append((self._spawn(), time.monotonic()))
@@ -61,7 +63,8 @@ class PoolManager:
 
     def _spawn(self) -> str:
         rank = len(self.workers) % host.world_size()
-        aid = host.spawn(self.actor_type, rank=rank, args={"pool": self.name})
+        aid = host.spawn(self.actor_type, rank=rank, args={**self.worker_args,
+                                                           "pool": self.name})
         self.workers.append(aid)
         return aid
 
@@ -185,7 +188,9 @@ def check_pool_args(name, actor_type, size, max_size, idle_timeout_ms) -> int:
     return max_size
 
 
-def pool_args(name, actor_type, size, max_size, idle_timeout_ms) -> dict:
+def pool_args(name, actor_type, size, max_size, idle_timeout_ms, worker_args=None) -> dict:
     max_size = check_pool_args(name, actor_type, size, max_size, idle_timeout_ms)
+    if worker_args is not None and not isinstance(worker_args, dict):
+        raise ValueError(f"worker_args must be a dict, got {type(worker_args).__name__}")
     return {"name": name, "actor_type": actor_type, "size": size, "max_size": max_size,
-            "idle_timeout_ms": idle_timeout_ms}
+            "idle_timeout_ms": idle_timeout_ms, "worker_args": dict(worker_args or {})}

@@ -61,3 +61,23 @@ def test_worker_replies_carry_the_real_checksum(tmp_path):
     expected = checksum(MLP("small", seed=3).forward(make_request_input("req-1")))
     assert res["sums"] == [expected, expected] and res["ranks"] == [0, 1]
     assert res["served"] == 2
+
+
+def test_benchmark_pool_mode_leases_workers_concurrently(tmp_path):
+    script = tmp_path / "p.py"
+    script.write_text(
+        "import json, plexhpc\n"
+        "cfg = {'supervisor': {'children': [{'name': 'bench', 'rank': 0,\n"
+        "    'class': 'plexhpc.apps.inference.actors:BenchmarkActor'}]}}\n"
+        "with plexhpc.start(cfg) as node:\n"
+        "    if node.is_driver:\n"
+        "        r = node.ask('bench', 'pool_run', {'size': 1, 'max_size': 3,\n"
+        "            'requests': 24, 'clients': 3, 'model_type': 'small'}, 120000)\n"
+        "        print('RESULT ' + json.dumps(r, default=str), flush=True)\n")
+    from conftest import mpirun
+    job = mpirun(2, [str(script)], timeout=120)
+    assert job.returncode == 0, job
+    r = job.result()
+    assert r["completed"] == 24 and r["failed"] == 0 and r["throughput_rps"] > 0
+    assert r["compute_time_ms"] > 0 and r["avg_exec_ms"] > 0
+    assert r["pool_stats"]["checkouts"] == 24 and r["pool_stats"]["grown"] >= 1

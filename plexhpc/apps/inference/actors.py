@@ -114,6 +114,41 @@ class BenchmarkActor:
 
     lanes: list = state(default_factory=list)
 
+    clients: list = state(default_factory=list)
+
+    @handler("pool_run")
+    def pool_run(self, size: int = 2, max_size: int = 4, requests: int = 64,
+                 clients: int = 4, model_type: str = "small", batch_size: int = 64,
+                 kb: float = 256.0) -> dict:
+        """The reference's pool mode: ``clients`` concurrent callers lease workers from a
+        pool of ``size``..``max_size`` InferenceWorkers, ``requests`` leases in all."""
+        name = f"bench-pool-{host.now_ms()}"
+        host.create_pool(name, "plexhpc.apps.inference.actors:InferenceWorker", size=size,
+                         max_size=max_size, worker_args={"model_type": model_type})
+        while len(self.clients) < clients:
+            self.clients.append(host.spawn(PoolClient))
+        mine = self.clients[:clients]
+        per = max(1, -(-requests // clients))
+        try:
+            t0 = time.perf_counter()
+            parts = _check_all(host.ask_many(mine, "run", {
+                "pool": name, "requests": per, "batch_size": batch_size, "kb": kb},
+                600_000))
+            wall_ms = (time.perf_counter() - t0) * 1e3
+            stats = host.pool_stats(name)
+        finally:
+            host.destroy_pool(name)
+        waits = [w for p in parts for w in p["wait_ms"]]
+        execs = [e for p in parts for e in p["exec_ms"]]
+        computes = [c for p in parts for c in p["compute_ms"]]
+        done = len(execs) - sum(p["failed"] for p in parts)
+        return {"mode": "pool", "requests": per * clients, "completed": done,
+                "failed": sum(p["failed"] for p in parts), "wall_time_ms": wall_ms,
+                "throughput_rps": done / (wall_ms / 1000.0) if wall_ms else 0.0,
+                "avg_wait_ms": sum(waits) / len(waits) if waits else 0.0,
+                "avg_exec_ms": sum(execs) / len(execs) if execs else 0.0,
+                "compute_time_ms": sum(computes), "pool_stats": stats}
+
     @handler("shard_run")
     def shard_run(self, shards: int = 2, requests: int = 64, weak: bool = False,
                   model_type: str = "small", batch_size: int = 64, kb: float = 256.0,
@@ -155,6 +190,38 @@ class BenchmarkActor:
                 "wall_time_ms": wall_ms,
                 "error_count": sum(p["error_count"] for p in parts),
                 "batch_size": batch_size, "kb": kb, "model_type": model_type}
+
+
+@actor
+class PoolClient:
+    """One client of the pool benchmark: lease, infer, return, repeat."""
+
+    @handler("run")
+    def run(self, pool: str, requests: int, batch_size: int = 64, kb: float = 256.0,
+            timeout_ms: int = 30000) -> dict:
+        x = make_request_input(f"pool-{host.self_id()}", batch_size=batch_size, kb=kb)
+        waits, execs, computes, failed = [], [], [], 0
+        for i in range(requests):
+            t0 = time.perf_counter()
+            try:
+                lease = host.pool_checkout(pool, timeout_ms=timeout_ms)
+            except Exception:  # noqa: BLE001 - a checkout that timed out: counted
+                failed += 1
+                continue
+            t1 = time.perf_counter()
+            healthy = True
+            try:
+                reply = host.ask(lease["actor_id"], "infer", {"request_id": f"p{i}",
+                                                              "input": x}, timeout_ms)
+                computes.append(reply["compute_time_ms"])
+            except Exception:  # noqa: BLE001 - the worker failed: replace it
+                healthy = False
+                failed += 1
+            t2 = time.perf_counter()
+            host.pool_checkin(pool, lease["actor_id"], lease["checkout_id"], healthy)
+            waits.append((t1 - t0) * 1e3)
+            execs.append((t2 - t1) * 1e3)
+        return {"wait_ms": waits, "exec_ms": execs, "compute_ms": computes, "failed": failed}
 
 
 def _check_all(replies: list) -> list:
