@@ -263,6 +263,21 @@ class Host:
         from .pool import pool_actor_name
         return self.ask(pool_actor_name(name), "destroy", timeout_ms=30_000)
 
+    def reduce_shard_group(self, spec: dict) -> dict:
+        """Every shard answers ``map_function`` (``{op, ...}``); the answers are reduced
+        (``reduction``: sum|min|max|product|concat|bool_and|bool_or) by numba kernels on
+        each rank and one MPI collective across ranks; returns ``{value, shards_answered,
+        ranks, elapsed_ms, ...}``."""
+        return self._shard_call(lambda node, cell, done: node.reductions.request(
+            spec, cell.id, done))
+
+    def all_reduce_shard_group(self, spec: dict) -> dict:
+        """As :meth:`reduce_shard_group`, and every shard receives the value too (a cast
+        of ``target``, default ``"reduced"``, with ``{value, group_id, reduction}``)."""
+        spec = dict(spec, all=True) if isinstance(spec, dict) else spec
+        return self._shard_call(lambda node, cell, done: node.reductions.request(
+            spec, cell.id, done))
+
     @staticmethod
     def _shard_call(start):
         node, cell = _here()

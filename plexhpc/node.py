@@ -42,6 +42,7 @@ from .config import AppConfig, resolve_class
 from .doorbell import Doorbell
 from .groups import GroupRegistry
 from .shards.groups import ShardGroups
+from .shards.reduce import GroupReductions
 from .supervisor import ESCALATE, RESTART, RankSupervisor
 from .log import configure as configure_logging
 from .log import get_logger
@@ -114,6 +115,10 @@ class Node:
                                         10 if self.oversubscribed else 100) * 1e-6
         self.groups = GroupRegistry(self)
         self.shards = ShardGroups(self)
+        self.reductions = GroupReductions(self)
+        # group reductions' own communicator: every rank, nonblocking collectives only
+        self.group_comm = self.comm.Dup()
+        self._bg: list = []
 
         self._cells: dict[str, ActorCell] = {}
         self._names: dict[str, str] = {c.name: f"{c.name}@{c.rank}" for c in config.children}
@@ -258,6 +263,21 @@ class Node:
     def destroy_pool(self, name: str) -> dict:
         from .pool import pool_actor_name
         return self.ask(pool_actor_name(name), "destroy", timeout_ms=30_000)
+
+    def reduce_shard_group(self, spec: dict) -> dict:
+        """Every shard answers ``map_function``; the values are reduced (numba on each
+        rank, then one MPI collective) and returned here."""
+        wait = float(spec.get("timeout_ms", 10000)) if isinstance(spec, dict) else 10000
+        return self._call_and_wait(lambda done: self.reductions.request(
+            spec, "$driver", done), wait + 3000)
+
+    def all_reduce_shard_group(self, spec: dict) -> dict:
+        """As :meth:`reduce_shard_group`, and every shard also receives the value (cast
+        ``target``, default ``"reduced"``, with ``{value, group_id, reduction}``)."""
+        wait = float(spec.get("timeout_ms", 10000)) if isinstance(spec, dict) else 10000
+        spec = dict(spec, all=True) if isinstance(spec, dict) else spec
+        return self._call_and_wait(lambda done: self.reductions.request(
+            spec, "$driver", done), wait + 3000)
 
     def members(self, group: str) -> list:
         """Members of a process group, cluster-wide, in a stable order."""
@@ -523,6 +543,22 @@ class Node:
             if state["finished"]:
                 break
             corrs[i] = self._start_ask(target, op, payload, timeout_ms, waiter(i), frm)
+
+    def add_background(self, req, on_done, timeout_s: float, on_timeout) -> None:
+        """Poll a nonblocking MPI request from the loop; ``on_done()`` when it completes,
+        ``on_timeout()`` if it has not within ``timeout_s``."""
+        self._bg.append((req, on_done, _monotonic() + timeout_s, on_timeout))
+
+    def _poll_background(self, now) -> None:
+        tasks, self._bg = self._bg, []
+        for task in tasks:
+            req, on_done, deadline, on_timeout = task
+            if req.Test():
+                on_done()
+            elif now > deadline:
+                on_timeout()
+            else:
+                self._bg.append(task)
 
     def broadcast_system(self, op: str, data) -> None:
         """Tell every other rank's node ``op`` (FIFO after this rank's earlier messages)."""
@@ -1083,6 +1119,10 @@ class Node:
             self.shards.install_remote(env[4])
         elif op == "shard_group_drop":
             self.shards.drop(env[4])
+        elif op == "gred_req":
+            self.reductions.on_request(env[4])
+        elif op == "gred":
+            self.reductions.receive(env[4])
         elif op == "ready":
             self._ready_peers.add(src)
             self._check_started()
@@ -1281,6 +1321,9 @@ class Node:
             now = _monotonic()
             if timers and timers[0][0] <= now:
                 self._fire_timers(now)
+                worked = True
+            if self._bg:  # nonblocking collectives in flight: progress them, keep spinning
+                self._poll_background(now)
                 worked = True
             if now >= next_expiry:
                 # ask timeouts are checked every millisecond, not every turn

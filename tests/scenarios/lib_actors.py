@@ -270,3 +270,54 @@ class Coordinator:
         host.destroy_shard_group("coord-g")
         return {"ranks": g["rank_of_shard"], "total": total["result"], "k7": got["value"],
                 "arrived": barrier["arrived"]}
+
+
+@actor
+class MetricShard:
+    """Answers numbers, arrays and dicts for group reductions; records what it receives."""
+
+    shard_id: int = state(default=-1)
+    received: list = state(default_factory=list)
+
+    @init_handler
+    def on_init(self, config):
+        self.shard_id = config["args"]["shard_id"]
+
+    @handler("metrics")
+    def metrics(self):
+        return {"served": self.shard_id + 1, "latency": float(self.shard_id)}
+
+    @handler("vector")
+    def vector(self, n: int = 4):
+        import numpy as np
+        return np.full(n, float(self.shard_id))
+
+    @handler("flag")
+    def flag(self):
+        return self.shard_id % 2 == 0
+
+    @handler("tag")
+    def tag(self):
+        return [f"s{self.shard_id}"]
+
+    @handler("boom")
+    def boom(self):
+        raise RuntimeError("metric shard failed")
+
+    @handler("reduced", "cast")
+    def reduced(self, value=None, group_id: str = "", reduction: str = ""):
+        self.received.append(value)
+
+    @handler("last_received")
+    def last_received(self):
+        return self.received[-1] if self.received else None
+
+
+@actor
+class GroupUser:
+    """Runs a group reduction from inside a handler."""
+
+    @handler("go")
+    def go(self, group_id: str):
+        return host.reduce_shard_group({"group_id": group_id, "map_function": {"op": "metrics"},
+                                        "reduction": "max"})["value"]
