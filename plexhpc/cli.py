@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="model size (default medium: ~3.6 ms of compute per request)")
     shards.add_argument("--batch", type=int, default=64, help="rows per request")
     shards.add_argument("--kb", type=float, default=256.0, help="KB per request")
+    shards.add_argument("--mode", default="scaling", choices=["scaling", "pool", "collective"],
+                        help="shard scaling (default), the pool mode or the collective mode")
     shards.add_argument("--lanes", type=int, default=2,
                         help="concurrent client streams of scatter_gather rounds")
     return p

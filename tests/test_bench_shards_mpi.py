@@ -81,3 +81,18 @@ def test_benchmark_pool_mode_leases_workers_concurrently(tmp_path):
     assert r["completed"] == 24 and r["failed"] == 0 and r["throughput_rps"] > 0
     assert r["compute_time_ms"] > 0 and r["avg_exec_ms"] > 0
     assert r["pool_stats"]["checkouts"] == 24 and r["pool_stats"]["grown"] >= 1
+
+
+@pytest.mark.parametrize("mode", ["collective", "pool"])
+def test_bench_shards_other_modes(mode):
+    job = run([sys.executable, "-m", "plexhpc", "bench", "shards", "-n", "2", "--mode", mode,
+               "--shards", "4", "--requests", "16", "--model", "small"], timeout=200)
+    assert job.returncode == 0, job
+    res = json.loads(job.stdout.strip().splitlines()[-1])
+    assert res["mode"] == mode and res["ranks"] == 2
+    if mode == "collective":
+        for name in ("broadcast", "barrier", "reduce", "allreduce"):
+            assert res[name]["shards"] == 4 and res[name]["p50_ms"] > 0
+        assert res["mpi4py_allreduce_2xf64_us"] > 0
+    else:
+        assert res["completed"] == 16 and res["failed"] == 0

@@ -42,7 +42,52 @@ def _shard_counts(text: str) -> list:
     return counts
 
 
+def _raw_allreduce_us(comm, reps: int = 2000) -> float:
+    """mpi4py's Allreduce of what a group reduction of metrics moves (2 float64), over
+    the same ranks: the raw floor the collective mode is compared with."""
+    import numpy as np
+    a, b = np.ones(2), np.empty(2)
+    for _ in range(100):
+        comm.Allreduce(a, b)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        comm.Allreduce(a, b)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2] * 1e6
+
+
+def _other_mode(args, mode: str) -> int:
+    cfg = {"app": {"name": f"bench-{mode}"}, "supervisor": {"children": [
+        {"name": "bench", "class": "plexhpc.apps.inference.actors:BenchmarkActor", "rank": 0}]}}
+    comm = MPI.COMM_WORLD.Dup()
+    raw = comm.allreduce(_raw_allreduce_us(comm), op=MPI.MAX) if mode == "collective" else None
+    comm.Free()
+    shards = _shard_counts(getattr(args, "shards", "4"))[-1]
+    with start(cfg) as node:
+        if not node.is_driver:
+            return node.exit_code
+        if mode == "pool":
+            res = node.ask("bench", "pool_run", {
+                "size": 2, "max_size": max(2, shards), "requests": int(args.requests),
+                "clients": max(2, shards), "model_type": args.model,
+                "batch_size": int(args.batch), "kb": float(args.kb)}, timeout_ms=3_600_000)
+        else:
+            res = node.ask("bench", "collective_run", {"shards": shards,
+                                                       "model_type": args.model},
+                           timeout_ms=3_600_000)
+            res["mpi4py_allreduce_2xf64_us"] = round(raw, 2)
+            res["allreduce_vs_raw"] = round(res["allreduce"]["p50_ms"] * 1000 / raw, 1)
+    res["ranks"] = MPI.COMM_WORLD.Get_size()
+    print(json.dumps(res, default=str), flush=True)
+    return 0
+
+
 def main(args) -> int:
+    mode = getattr(args, "mode", "scaling")
+    if mode != "scaling":
+        return _other_mode(args, mode)
     comm = MPI.COMM_WORLD
     counts = _shard_counts(getattr(args, "shards", "2,4,8,16,32"))
     requests = int(getattr(args, "requests", 64))

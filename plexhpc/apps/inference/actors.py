@@ -149,6 +149,42 @@ class BenchmarkActor:
                 "avg_exec_ms": sum(execs) / len(execs) if execs else 0.0,
                 "compute_time_ms": sum(computes), "pool_stats": stats}
 
+    @handler("collective_run")
+    def collective_run(self, shards: int = 4, repeats: int = 20,
+                       model_type: str = "small") -> dict:
+        """The reference's collective mode: broadcast (a reset), barrier, reduce and
+        all-reduce (of every worker's metrics) over a group, each timed ``repeats``
+        times (medians), each reporting how many shards took part."""
+        gid = f"bench-coll-{shards}-{host.now_ms()}"
+        host.create_shard_group({
+            "group_id": gid, "actor_type": "plexhpc.apps.inference.actors:InferenceWorker",
+            "shard_count": shards, "initial_state": {"model_type": model_type}})
+        calls = {
+            "broadcast": lambda: host.broadcast_shard_group(
+                {"group_id": gid, "message": {"op": "reset"}})["acks"],
+            "barrier": lambda: host.barrier_shard_group({"group_id": gid})["arrived"],
+            "reduce": lambda: host.reduce_shard_group(
+                {"group_id": gid, "map_function": {"op": "get_metrics"},
+                 "reduction": "sum"})["shards_answered"],
+            "allreduce": lambda: host.all_reduce_shard_group(
+                {"group_id": gid, "map_function": {"op": "get_metrics"},
+                 "reduction": "sum", "target": "get_metrics"})["shards_answered"],
+        }
+        out = {}
+        try:
+            for name, fn in calls.items():
+                fn()  # warm-up
+                times, took_part = [], 0
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    took_part = fn()
+                    times.append((time.perf_counter() - t0) * 1e3)
+                times.sort()
+                out[name] = {"p50_ms": times[len(times) // 2], "shards": took_part}
+        finally:
+            host.destroy_shard_group(gid)
+        return {"mode": "collective", "shard_count": shards, "repeats": repeats, **out}
+
     @handler("shard_run")
     def shard_run(self, shards: int = 2, requests: int = 64, weak: bool = False,
                   model_type: str = "small", batch_size: int = 64, kb: float = 256.0,
