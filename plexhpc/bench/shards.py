@@ -79,6 +79,9 @@ def _other_mode(args, mode: str) -> int:
                            timeout_ms=3_600_000)
             res["mpi4py_allreduce_2xf64_us"] = round(raw, 2)
             res["allreduce_vs_raw"] = round(res["allreduce"]["p50_ms"] * 1000 / raw, 1)
+            # the cross-rank part alone (one Iallgather of 512-byte slots + the combine)
+            res["reduce_exchange_vs_raw"] = round(res["reduce"]["exchange_p50_ms"] * 1000 / raw,
+                                                  2)
     res["ranks"] = MPI.COMM_WORLD.Get_size()
     print(json.dumps(res, default=str), flush=True)
     return 0

@@ -214,6 +214,7 @@ class _Run:
 
     def _exchange(self, status, answered, failed, payload) -> None:
         node = self.node
+        self.t_exchange = time.perf_counter()
         data = pickle.dumps(payload, 5) if status != _EMPTY else b""
         slot = bytearray(_SLOT)
         _HEAD.pack_into(slot, 0, status, answered, failed, len(data))
@@ -281,10 +282,15 @@ class _Run:
                     "value": value, "group_id": plan["group_id"],
                     "reduction": plan["reduction"]})
                 reached += 1
+        now = time.perf_counter()
         self._reply(True, {"group_id": plan["group_id"], "reduction": plan["reduction"],
                            "value": value, "shards_answered": answered,
-                           "ranks": ranks, "elapsed_ms": (time.perf_counter() - self.t0)
-                           * 1e3, "delivered_on_this_rank": reached})
+                           "ranks": ranks, "elapsed_ms": (now - self.t0) * 1e3,
+                           # where the time went on this rank: asking the local shards
+                           # and combining, then the cross-rank exchange and final combine
+                           "local_ms": (self.t_exchange - self.t0) * 1e3,
+                           "exchange_ms": (now - self.t_exchange) * 1e3,
+                           "delivered_on_this_rank": reached})
 
     def _on_timeout(self) -> None:
         self.owner._broken = (f"{self.plan['kind']} #{self.plan['seq']} timed out: not every "

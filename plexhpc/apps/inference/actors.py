@@ -163,14 +163,20 @@ class BenchmarkActor:
             "broadcast": lambda: host.broadcast_shard_group(
                 {"group_id": gid, "message": {"op": "reset"}})["acks"],
             "barrier": lambda: host.barrier_shard_group({"group_id": gid})["arrived"],
-            "reduce": lambda: host.reduce_shard_group(
+            "reduce": lambda: _keep(host.reduce_shard_group(
                 {"group_id": gid, "map_function": {"op": "get_metrics"},
-                 "reduction": "sum"})["shards_answered"],
+                 "reduction": "sum"})),
             "allreduce": lambda: host.all_reduce_shard_group(
                 {"group_id": gid, "map_function": {"op": "get_metrics"},
                  "reduction": "sum", "target": "get_metrics"})["shards_answered"],
         }
         out = {}
+        exchange: list = []
+
+        def _keep(reply):
+            exchange.append(reply["exchange_ms"])
+            return reply["shards_answered"]
+
         try:
             for name, fn in calls.items():
                 fn()  # warm-up
@@ -181,6 +187,8 @@ class BenchmarkActor:
                     times.append((time.perf_counter() - t0) * 1e3)
                 times.sort()
                 out[name] = {"p50_ms": times[len(times) // 2], "shards": took_part}
+            exchange.sort()
+            out["reduce"]["exchange_p50_ms"] = exchange[len(exchange) // 2]
         finally:
             host.destroy_shard_group(gid)
         return {"mode": "collective", "shard_count": shards, "repeats": repeats, **out}
