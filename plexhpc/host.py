@@ -232,36 +232,34 @@ class Host:
                     max_size: int | None = None, idle_timeout_ms: float = 30_000,
                     worker_args: dict | None = None) -> dict:
         """Start a pool of ``size`` workers of ``actor_type`` (``"module:Class"``) that
-        grows to ``max_size`` under load; returns its stats."""
-        from .pool import PoolManager, pool_actor_name, pool_args
-        args = pool_args(name, actor_type, size, max_size, idle_timeout_ms, worker_args)
-        _here()[0]._class_ref(actor_type)  # a bad class fails here, in the caller
-        aid = self.spawn(PoolManager, name=pool_actor_name(name), args=args,
-                         timeout_ms=120_000)
-        return self.ask(aid, "stats")
+        grows to ``max_size`` under load (``worker_args`` go to each worker's init);
+        returns its stats."""
+        from . import pool
+        check_class = _here()[0]._class_ref
+        return pool.create(self.ask, self.spawn, check_class, name, actor_type, size,
+                           max_size, idle_timeout_ms, worker_args)
 
     def pool_checkout(self, name: str, timeout_ms: float = 5000) -> dict:
         """Lease a worker: ``{actor_id, checkout_id}``, or AskTimeout after
         ``timeout_ms`` if none came free."""
-        from .pool import pool_actor_name
-        return self.ask(pool_actor_name(name), "checkout", {"timeout_ms": timeout_ms},
-                        timeout_ms + 2000)
+        from . import pool
+        return pool.checkout(self.ask, name, timeout_ms)
 
     def pool_checkin(self, name: str, actor_id: str, checkout_id: str,
                      healthy: bool = True) -> dict:
         """Return a lease; an unhealthy worker is replaced."""
-        from .pool import pool_actor_name
-        return self.ask(pool_actor_name(name), "checkin", {
-            "actor_id": actor_id, "checkout_id": checkout_id, "healthy": healthy})
+        from . import pool
+        return pool.checkin(self.ask, name, actor_id, checkout_id, healthy)
 
     def pool_stats(self, name: str) -> dict:
         """size, idle, busy, waiting, utilization, avg_wait_ms, avg_exec_ms, counters."""
-        from .pool import pool_actor_name
-        return self.ask(pool_actor_name(name), "stats")
+        from . import pool
+        return pool.stats(self.ask, name)
 
     def destroy_pool(self, name: str) -> dict:
-        from .pool import pool_actor_name
-        return self.ask(pool_actor_name(name), "destroy", timeout_ms=30_000)
+        """Stop the pool's workers and its manager."""
+        from . import pool
+        return pool.destroy(self.ask, name)
 
     def reduce_shard_group(self, spec: dict) -> dict:
         """Every shard answers ``map_function`` (``{op, ...}``); the answers are reduced

@@ -238,31 +238,34 @@ class Node:
     def create_pool(self, name: str, actor_type: str, size: int = 2,
                     max_size: int | None = None, idle_timeout_ms: float = 30_000,
                     worker_args: dict | None = None) -> dict:
-        from .pool import PoolManager, pool_actor_name, pool_args
-        args = pool_args(name, actor_type, size, max_size, idle_timeout_ms, worker_args)
-        self._class_ref(actor_type)
-        aid = self.spawn(PoolManager, name=pool_actor_name(name), args=args,
-                         timeout_ms=120_000)
-        return self.ask(aid, "stats")
+        """Start a pool of ``size`` workers of ``actor_type`` (``"module:Class"``) that
+        grows to ``max_size`` under load (``worker_args`` go to each worker's init);
+        returns its stats."""
+        from . import pool
+        return pool.create(self.ask, self.spawn, self._class_ref, name, actor_type, size,
+                           max_size, idle_timeout_ms, worker_args)
 
     def pool_checkout(self, name: str, timeout_ms: float = 5000) -> dict:
-        from .pool import pool_actor_name
-        return self.ask(pool_actor_name(name), "checkout", {"timeout_ms": timeout_ms},
-                        timeout_ms + 2000)
+        """Lease a worker: ``{actor_id, checkout_id}``, or AskTimeout after
+        ``timeout_ms`` if none came free."""
+        from . import pool
+        return pool.checkout(self.ask, name, timeout_ms)
 
     def pool_checkin(self, name: str, actor_id: str, checkout_id: str,
                      healthy: bool = True) -> dict:
-        from .pool import pool_actor_name
-        return self.ask(pool_actor_name(name), "checkin", {
-            "actor_id": actor_id, "checkout_id": checkout_id, "healthy": healthy})
+        """Return a lease; an unhealthy worker is replaced."""
+        from . import pool
+        return pool.checkin(self.ask, name, actor_id, checkout_id, healthy)
 
     def pool_stats(self, name: str) -> dict:
-        from .pool import pool_actor_name
-        return self.ask(pool_actor_name(name), "stats")
+        """size, idle, busy, waiting, utilization, avg_wait_ms, avg_exec_ms, counters."""
+        from . import pool
+        return pool.stats(self.ask, name)
 
     def destroy_pool(self, name: str) -> dict:
-        from .pool import pool_actor_name
-        return self.ask(pool_actor_name(name), "destroy", timeout_ms=30_000)
+        """Stop the pool's workers and its manager."""
+        from . import pool
+        return pool.destroy(self.ask, name)
 
     def reduce_shard_group(self, spec: dict) -> dict:
         """Every shard answers ``map_function``; the values are reduced (numba on each

@@ -194,3 +194,32 @@ def pool_args(name, actor_type, size, max_size, idle_timeout_ms, worker_args=Non
         raise ValueError(f"worker_args must be a dict, got {type(worker_args).__name__}")
     return {"name": name, "actor_type": actor_type, "size": size, "max_size": max_size,
             "idle_timeout_ms": idle_timeout_ms, "worker_args": dict(worker_args or {})}
+
+
+# ---- the pool calls, shared by host.* (inside handlers) and node.* (drivers) -------------
+# ``ask(to, op, payload, timeout_ms)`` and ``spawn(cls, name=, args=, timeout_ms=)`` are
+# the caller's own; ``check_class(path)`` fails fast on a bad actor_type.
+
+def create(ask, spawn, check_class, name, actor_type, size, max_size, idle_timeout_ms,
+           worker_args) -> dict:
+    args = pool_args(name, actor_type, size, max_size, idle_timeout_ms, worker_args)
+    check_class(actor_type)
+    aid = spawn(PoolManager, name=pool_actor_name(name), args=args, timeout_ms=120_000)
+    return ask(aid, "stats", None, 5000)
+
+
+def checkout(ask, name: str, timeout_ms: float) -> dict:
+    return ask(pool_actor_name(name), "checkout", {"timeout_ms": timeout_ms}, timeout_ms + 2000)
+
+
+def checkin(ask, name: str, actor_id: str, checkout_id: str, healthy: bool) -> dict:
+    return ask(pool_actor_name(name), "checkin", {
+        "actor_id": actor_id, "checkout_id": checkout_id, "healthy": healthy}, 5000)
+
+
+def stats(ask, name: str) -> dict:
+    return ask(pool_actor_name(name), "stats", None, 5000)
+
+
+def destroy(ask, name: str) -> dict:
+    return ask(pool_actor_name(name), "destroy", None, 30_000)

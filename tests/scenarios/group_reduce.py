@@ -6,14 +6,9 @@ import time
 import numpy as np
 
 import plexhpc
+from scenario_util import err
 
 
-def err(fn):
-    try:
-        fn()
-    except Exception as exc:  # noqa: BLE001
-        return exc
-    return None
 
 
 def main():

@@ -8,6 +8,7 @@ import numpy as np
 
 import plexhpc
 from plexhpc import errors as E
+from scenario_util import err
 
 
 def config(size):
@@ -20,12 +21,6 @@ def config(size):
                            "children": children}}
 
 
-def err(fn):
-    try:
-        fn()
-    except Exception as exc:  # noqa: BLE001
-        return exc
-    return None
 
 
 def main():

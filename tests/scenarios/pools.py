@@ -5,14 +5,9 @@ import threading
 import time
 
 import plexhpc
+from scenario_util import err
 
 
-def err(fn):
-    try:
-        fn()
-    except Exception as exc:  # noqa: BLE001
-        return exc
-    return None
 
 
 def main():

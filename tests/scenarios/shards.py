@@ -6,14 +6,9 @@ import time
 import plexhpc
 from plexhpc import errors as E
 from plexhpc.shards import hash_shard
+from scenario_util import err
 
 
-def err(fn):
-    try:
-        fn()
-    except Exception as exc:  # noqa: BLE001
-        return exc
-    return None
 
 
 def main():
