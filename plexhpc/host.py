@@ -17,6 +17,7 @@ from greenlet import getcurrent
 
 from . import errors as E
 from . import node as _node_mod
+from .pool_calls import PoolCalls
 from .shards import api as _shard_api
 from .log import get_logger
 
@@ -82,8 +83,12 @@ class ProcessGroups:
         return len(members)
 
 
-class Host:
+class Host(PoolCalls):
     """The runtime API of the actor whose handler is running."""
+
+    @staticmethod
+    def _check_actor_class(path: str) -> None:
+        _here()[0]._class_ref(path)
 
     process_groups = ProcessGroups()
 
@@ -225,41 +230,6 @@ class Host:
         """Return once every shard has handled everything sent to it before."""
         return self._shard_call(lambda node, cell, done: _shard_api.barrier(
             node, cell.id, spec, done))
-
-    # ---- elastic pools ------------------------------------------------------------
-
-    def create_pool(self, name: str, actor_type: str, size: int = 2,
-                    max_size: int | None = None, idle_timeout_ms: float = 30_000,
-                    worker_args: dict | None = None) -> dict:
-        """Start a pool of ``size`` workers of ``actor_type`` (``"module:Class"``) that
-        grows to ``max_size`` under load (``worker_args`` go to each worker's init);
-        returns its stats."""
-        from . import pool
-        check_class = _here()[0]._class_ref
-        return pool.create(self.ask, self.spawn, check_class, name, actor_type, size,
-                           max_size, idle_timeout_ms, worker_args)
-
-    def pool_checkout(self, name: str, timeout_ms: float = 5000) -> dict:
-        """Lease a worker: ``{actor_id, checkout_id}``, or AskTimeout after
-        ``timeout_ms`` if none came free."""
-        from . import pool
-        return pool.checkout(self.ask, name, timeout_ms)
-
-    def pool_checkin(self, name: str, actor_id: str, checkout_id: str,
-                     healthy: bool = True) -> dict:
-        """Return a lease; an unhealthy worker is replaced."""
-        from . import pool
-        return pool.checkin(self.ask, name, actor_id, checkout_id, healthy)
-
-    def pool_stats(self, name: str) -> dict:
-        """size, idle, busy, waiting, utilization, avg_wait_ms, avg_exec_ms, counters."""
-        from . import pool
-        return pool.stats(self.ask, name)
-
-    def destroy_pool(self, name: str) -> dict:
-        """Stop the pool's workers and its manager."""
-        from . import pool
-        return pool.destroy(self.ask, name)
 
     def reduce_shard_group(self, spec: dict) -> dict:
         """Every shard answers ``map_function`` (``{op, ...}``); the answers are reduced

@@ -41,6 +41,7 @@ from .cell import (ASK, ERROR, INIT, REPLY, RUNNING, SEND, STARTING, STOPPED, ST
 from .config import AppConfig, resolve_class
 from .doorbell import Doorbell
 from .groups import GroupRegistry
+from .pool_calls import PoolCalls
 from .shards.groups import ShardGroups
 from .shards.reduce import GroupReductions
 from .supervisor import ESCALATE, RESTART, RankSupervisor
@@ -76,8 +77,11 @@ def current_node() -> "Node | None":
     return _current
 
 
-class Node:
+class Node(PoolCalls):
     """The actor host of one rank. Built by :func:`plexhpc.start` or ``plexhpc run``."""
+
+    def _check_actor_class(self, path: str) -> None:
+        self._class_ref(path)
 
     def __init__(self, config: AppConfig, *, comm: MPI.Comm | None = None,
                  driver_rank: int | None = 0, startup_timeout_s: float = 60.0,
@@ -233,39 +237,6 @@ class Node:
         wait = float(spec.get("timeout_ms", 10000)) if isinstance(spec, dict) else 10000
         return self._call_and_wait(lambda done: api.barrier(
             self, f"$driver@{self.rank}", spec, done), wait + 2000)
-
-    # elastic pools, from a driver (the same calls as host.*)
-    def create_pool(self, name: str, actor_type: str, size: int = 2,
-                    max_size: int | None = None, idle_timeout_ms: float = 30_000,
-                    worker_args: dict | None = None) -> dict:
-        """Start a pool of ``size`` workers of ``actor_type`` (``"module:Class"``) that
-        grows to ``max_size`` under load (``worker_args`` go to each worker's init);
-        returns its stats."""
-        from . import pool
-        return pool.create(self.ask, self.spawn, self._class_ref, name, actor_type, size,
-                           max_size, idle_timeout_ms, worker_args)
-
-    def pool_checkout(self, name: str, timeout_ms: float = 5000) -> dict:
-        """Lease a worker: ``{actor_id, checkout_id}``, or AskTimeout after
-        ``timeout_ms`` if none came free."""
-        from . import pool
-        return pool.checkout(self.ask, name, timeout_ms)
-
-    def pool_checkin(self, name: str, actor_id: str, checkout_id: str,
-                     healthy: bool = True) -> dict:
-        """Return a lease; an unhealthy worker is replaced."""
-        from . import pool
-        return pool.checkin(self.ask, name, actor_id, checkout_id, healthy)
-
-    def pool_stats(self, name: str) -> dict:
-        """size, idle, busy, waiting, utilization, avg_wait_ms, avg_exec_ms, counters."""
-        from . import pool
-        return pool.stats(self.ask, name)
-
-    def destroy_pool(self, name: str) -> dict:
-        """Stop the pool's workers and its manager."""
-        from . import pool
-        return pool.destroy(self.ask, name)
 
     def reduce_shard_group(self, spec: dict) -> dict:
         """Every shard answers ``map_function``; the values are reduced (numba on each

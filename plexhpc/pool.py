@@ -21,11 +21,7 @@ from . import errors as E
 from .actor import actor, handler, init_handler, state
 from .host import host
 
-__all__ = ["PoolManager", "pool_actor_name"]
-
-
-def pool_actor_name(name: str) -> str:
-    return f"pool:{name}"
+__all__ = ["PoolManager"]
 
 
 @actor
@@ -169,57 +165,3 @@ class PoolManager:
                 "avg_exec_ms": s["exec_ms_total"] / s["checkins"] if s["checkins"] else 0.0,
                 **{k: s[k] for k in ("checkouts", "checkins", "timeouts", "grown", "shrunk",
                                      "replaced")}}
-
-
-def check_pool_args(name, actor_type, size, max_size, idle_timeout_ms) -> int:
-    """Validate create_pool's arguments; returns the effective max_size."""
-    if not isinstance(name, str) or not name or "@" in name:
-        raise ValueError(f"pool name must be a non-empty str without '@', got {name!r}")
-    if not isinstance(actor_type, str) or ":" not in actor_type:
-        raise ValueError(f"actor_type must be 'module:Class', got {actor_type!r}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise ValueError(f"size must be an int >= 0, got {size!r}")
-    max_size = max(size, 1) if max_size is None else max_size
-    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < max(size, 1):
-        raise ValueError(f"max_size must be an int >= max(size, 1) = {max(size, 1)}, got "
-                         f"{max_size!r}")
-    if not isinstance(idle_timeout_ms, (int, float)) or idle_timeout_ms <= 0:
-        raise ValueError(f"idle_timeout_ms must be > 0, got {idle_timeout_ms!r}")
-    return max_size
-
-
-def pool_args(name, actor_type, size, max_size, idle_timeout_ms, worker_args=None) -> dict:
-    max_size = check_pool_args(name, actor_type, size, max_size, idle_timeout_ms)
-    if worker_args is not None and not isinstance(worker_args, dict):
-        raise ValueError(f"worker_args must be a dict, got {type(worker_args).__name__}")
-    return {"name": name, "actor_type": actor_type, "size": size, "max_size": max_size,
-            "idle_timeout_ms": idle_timeout_ms, "worker_args": dict(worker_args or {})}
-
-
-# ---- the pool calls, shared by host.* (inside handlers) and node.* (drivers) -------------
-# ``ask(to, op, payload, timeout_ms)`` and ``spawn(cls, name=, args=, timeout_ms=)`` are
-# the caller's own; ``check_class(path)`` fails fast on a bad actor_type.
-
-def create(ask, spawn, check_class, name, actor_type, size, max_size, idle_timeout_ms,
-           worker_args) -> dict:
-    args = pool_args(name, actor_type, size, max_size, idle_timeout_ms, worker_args)
-    check_class(actor_type)
-    aid = spawn(PoolManager, name=pool_actor_name(name), args=args, timeout_ms=120_000)
-    return ask(aid, "stats", None, 5000)
-
-
-def checkout(ask, name: str, timeout_ms: float) -> dict:
-    return ask(pool_actor_name(name), "checkout", {"timeout_ms": timeout_ms}, timeout_ms + 2000)
-
-
-def checkin(ask, name: str, actor_id: str, checkout_id: str, healthy: bool) -> dict:
-    return ask(pool_actor_name(name), "checkin", {
-        "actor_id": actor_id, "checkout_id": checkout_id, "healthy": healthy}, 5000)
-
-
-def stats(ask, name: str) -> dict:
-    return ask(pool_actor_name(name), "stats", None, 5000)
-
-
-def destroy(ask, name: str) -> dict:
-    return ask(pool_actor_name(name), "destroy", None, 30_000)
