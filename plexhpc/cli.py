@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="also write JSON and Markdown reports into DIR")
     shards = bench.add_argument_group("shards")
     shards.add_argument("--shards", default="2,4,8,16,32", help="shard counts to measure")
-    shards.add_argument("--requests", type=int, default=64,
+    shards.add_argument("--requests", type=int, default=256,
                         help="requests in total (strong scaling) or per shard (--weak)")
     shards.add_argument("--weak", action="store_true", help="weak scaling")
     shards.add_argument("--model", default="medium", choices=["small", "medium", "large"],

@@ -93,7 +93,7 @@ def main(args) -> int:
         return _other_mode(args, mode)
     comm = MPI.COMM_WORLD
     counts = _shard_counts(getattr(args, "shards", "2,4,8,16,32"))
-    requests = int(getattr(args, "requests", 64))
+    requests = int(getattr(args, "requests", 256))
     weak = bool(getattr(args, "weak", False))
     model = getattr(args, "model", "small")
     batch = int(getattr(args, "batch", 64))
