@@ -74,7 +74,7 @@ class PoolManager:
     def checkout(self, timeout_ms: float = 5000):
         asked = time.monotonic()
         if self.idle:
-            aid, _ = self.idle.pop()
+            aid, _ = self.idle.pop(0)  # FIFO: spread work over every worker (and rank)
             return self._lease(aid)
         if len(self.workers) < self.max_size:
             self.stats["grown"] += 1
