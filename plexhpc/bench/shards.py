@@ -82,6 +82,10 @@ def _other_mode(args, mode: str) -> int:
             # the cross-rank part alone (one Iallgather of 512-byte slots + the combine)
             res["reduce_exchange_vs_raw"] = round(res["reduce"]["exchange_p50_ms"] * 1000 / raw,
                                                   2)
+            # the yardstick: raw allreduce over the same ranks plus the local phase
+            local_us = res["reduce"]["local_p50_ms"] * 1000
+            res["allreduce_vs_raw_plus_local"] = round(
+                res["allreduce"]["p50_ms"] * 1000 / (raw + local_us), 2)
     res["ranks"] = MPI.COMM_WORLD.Get_size()
     print(json.dumps(res, default=str), flush=True)
     return 0

@@ -172,9 +172,11 @@ class BenchmarkActor:
         }
         out = {}
         exchange: list = []
+        local: list = []
 
         def _keep(reply):
             exchange.append(reply["exchange_ms"])
+            local.append(reply["local_ms"])
             return reply["shards_answered"]
 
         try:
@@ -188,7 +190,10 @@ class BenchmarkActor:
                 times.sort()
                 out[name] = {"p50_ms": times[len(times) // 2], "shards": took_part}
             exchange.sort()
+            local.sort()
             out["reduce"]["exchange_p50_ms"] = exchange[len(exchange) // 2]
+            # the local phase: asking this rank's shards and combining their values
+            out["reduce"]["local_p50_ms"] = local[len(local) // 2]
         finally:
             host.destroy_shard_group(gid)
         return {"mode": "collective", "shard_count": shards, "repeats": repeats, **out}
