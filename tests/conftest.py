@@ -89,6 +89,13 @@ def plexhpc_cli(args: list, **kw) -> Job:
     return run([sys.executable, "-m", "plexhpc", *args], **kw)
 
 
+def scenario_result(name: str, ranks: int, *, timeout: float = 150) -> dict:
+    """Run tests/scenarios/NAME.py on ``ranks`` ranks, require success, return its RESULT."""
+    job = mpirun(ranks, [str(SCENARIOS / f"{name}.py")], timeout=timeout)
+    assert job.returncode == 0, job
+    return job.result()
+
+
 @pytest.fixture
 def scenario():
     """``scenario(name, n)`` runs tests/scenarios/NAME.py on n ranks and returns the Job."""

@@ -7,10 +7,8 @@ pytestmark = [pytest.mark.mpi, pytest.mark.timeout(180)]
 
 @pytest.fixture(scope="module", params=[2, 4], ids=["2ranks", "4ranks"])
 def result(request):
-    from conftest import SCENARIOS, mpirun
-    job = mpirun(request.param, [str(SCENARIOS / "messaging.py")], timeout=150)
-    assert job.returncode == 0, job
-    return request.param, job.result()
+    from conftest import scenario_result
+    return request.param, scenario_result("messaging", request.param)
 
 
 def test_ask_reaches_every_rank_from_the_driver(result):

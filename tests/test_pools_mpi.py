@@ -2,16 +2,14 @@
 
 import pytest
 
-from conftest import SCENARIOS, mpirun
+from conftest import scenario_result
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")
 def result():
-    job = mpirun(2, [str(SCENARIOS / "pools.py")], timeout=100)
-    assert job.returncode == 0, job
-    return job.result()
+    return scenario_result("pools", 2, timeout=100)
 
 
 def test_a_pool_starts_with_size_idle_workers(result):

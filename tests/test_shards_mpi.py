@@ -10,10 +10,8 @@ pytestmark = [pytest.mark.mpi, pytest.mark.timeout(180)]
 
 @pytest.fixture(scope="module", params=[2, 4], ids=["2ranks", "4ranks"])
 def result(request):
-    from conftest import SCENARIOS, mpirun
-    job = mpirun(request.param, [str(SCENARIOS / "shards.py")], timeout=150)
-    assert job.returncode == 0, job
-    return request.param, job.result()
+    from conftest import scenario_result
+    return request.param, scenario_result("shards", request.param)
 
 
 def test_create_spreads_shards_and_passes_init_config(result):

@@ -2,16 +2,14 @@
 
 import pytest
 
-from conftest import SCENARIOS, mpirun
+from conftest import scenario_result
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")
 def result():
-    job = mpirun(2, [str(SCENARIOS / "transport.py")], timeout=100)
-    assert job.returncode == 0, job
-    return job.result()
+    return scenario_result("transport", 2, timeout=100)
 
 
 def test_small_and_large_messages_from_one_sender_keep_their_order(result):
