@@ -19,10 +19,15 @@ point-to-point; see ``docs/ARCHITECTURE.md``. The public API::
             print(node.ask("counter", "add", {"n": 2}))
 """
 
-from .actor import actor, gen_server_actor, handler, init_handler, state, terminate_handler
+from .actor import (actor, event_actor, fsm_actor, gen_server_actor, handler, init_handler,
+                    query_handler, run_handler, signal_handler, state, terminate_handler,
+                    workflow_actor)
+from .context import DEFAULT_CONTEXT, RequestContext
 from .config import AppConfig, load_config
-from .errors import (ActorNotFound, AskTimeout, ConfigError, HostUsageError, InvalidMessage,
-                     JobFailed, Rejected, NodeClosed, PlexError, RemoteError, RemoteTimeout, StartError)
+from .errors import (ActorNotFound, AskTimeout, CapabilityDenied, CheckpointRejected,
+                     ConfigError, HostUsageError, InvalidMessage, JobFailed, NodeClosed,
+                     PlexError, Rejected, RemoteError, RemoteTimeout, StartError, StateError,
+                     StateTimeout, UnknownLease)
 from .host import host
 from .job import Job, run_app, start
 from .node import Node
@@ -31,6 +36,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "actor", "gen_server_actor", "state", "handler", "init_handler", "terminate_handler",
+    "event_actor", "fsm_actor", "workflow_actor", "run_handler", "signal_handler",
+    "query_handler", "RequestContext", "DEFAULT_CONTEXT",
+    "CapabilityDenied", "StateError", "StateTimeout", "UnknownLease", "CheckpointRejected",
     "host", "start", "run_app", "Job", "Node", "AppConfig", "load_config",
     "PlexError", "ConfigError", "InvalidMessage", "ActorNotFound", "AskTimeout",
     "RemoteError", "RemoteTimeout", "NodeClosed", "JobFailed", "Rejected", "HostUsageError", "StartError",

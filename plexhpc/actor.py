@@ -15,12 +15,21 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import InvalidMessage
 
+if TYPE_CHECKING:
+    from .behaviors import FsmSpec, WorkflowSpec
+
 __all__ = [
     "actor",
+    "event_actor",
+    "fsm_actor",
+    "workflow_actor",
+    "run_handler",
+    "signal_handler",
+    "query_handler",
     "state",
     "handler",
     "init_handler",
@@ -92,6 +101,7 @@ class HandlerSpec:
     params: tuple = ()
     required: tuple = ()
     takes_all: bool = False
+    states: tuple | None = None   # GenFSM: the states this op is accepted in (None: all)
 
     def __post_init__(self):
         self._param_set = frozenset(self.params)
@@ -129,6 +139,9 @@ class ActorSpec:
     init: Callable | None = None
     terminate: Callable | None = None
     facets: tuple = ()
+    capabilities: frozenset | None = None
+    fsm: FsmSpec | None = None
+    workflow: WorkflowSpec | None = None
 
     @property
     def type_name(self) -> str:
@@ -167,21 +180,28 @@ def _signature_facts(fn: Callable, op: str) -> tuple[tuple, tuple, bool]:
     return tuple(names), tuple(required), takes_all
 
 
-def handler(op: str, kind: str = CALL) -> Callable:
+def handler(op: str, kind: str = CALL, *, states=None) -> Callable:
     """Mark a method as the handler of ``op``.
 
     ``kind`` is ``"call"`` (the default: an ask, whose return value is the reply) or
-    ``"cast"`` (fire-and-forget: the return value is dropped).
+    ``"cast"`` (fire-and-forget: the return value is dropped). In a GenFSM actor,
+    ``states`` lists the states the op is accepted in; in any other state the message is
+    rejected (the reply names the current state) and the handler does not run.
     """
     if not isinstance(op, str) or not op:
         raise TypeError(f"@handler needs an op name (a non-empty str), got {op!r}")
     k = _KIND_ALIASES.get(kind)
     if k is None:
         raise ValueError(f"@handler({op!r}, {kind!r}): kind must be 'call' or 'cast'")
+    if states is not None:
+        if isinstance(states, str) or not all(isinstance(x, str) for x in states):
+            raise TypeError(f"@handler({op!r}, states=...) expects a list of state names, "
+                            f"got {states!r}")
+        states = tuple(states)
 
     def mark(fn):
         ops = getattr(fn, "__plex_ops__", [])
-        fn.__plex_ops__ = ops + [(op, k)]
+        fn.__plex_ops__ = ops + [(op, k, states)]
         return fn
 
     return mark
@@ -206,8 +226,11 @@ def terminate_handler(fn: Callable | None = None) -> Callable:
     return mark(fn) if fn is not None else mark
 
 
-def _build_spec(cls: type, kind: str, facets) -> ActorSpec:
-    spec = ActorSpec(cls=cls, kind=kind, facets=tuple(facets or ()))
+def _build_spec(cls: type, kind: str, facets, capabilities=None, options=None) -> ActorSpec:
+    from .context import check_capabilities
+    spec = ActorSpec(cls=cls, kind=kind, facets=tuple(facets or ()),
+                     capabilities=check_capabilities(capabilities, f"{cls.__qualname__}"))
+    event_fns: dict = {}
     for klass in reversed(cls.__mro__):
         for name, value in vars(klass).items():
             if isinstance(value, StateField):
@@ -217,9 +240,17 @@ def _build_spec(cls: type, kind: str, facets) -> ActorSpec:
                 continue
             if not callable(fn):
                 continue
-            for op, k in getattr(fn, "__plex_ops__", ()):
+            for op, k, states in getattr(fn, "__plex_ops__", ()):
                 params, required, takes_all = _signature_facts(fn, op)
-                spec.handlers[op] = HandlerSpec(op, fn, k, params, required, takes_all)
+                h = HandlerSpec(op, fn, k, params, required, takes_all, states)
+                if kind == "GenEvent" and k == CAST:
+                    lst = event_fns.setdefault(op, [])
+                    if all(x.func.__name__ != fn.__name__ for x in lst):
+                        lst.append(h)  # several handlers may take one event
+                    else:  # a subclass overriding a handler replaces it
+                        lst[:] = [h if x.func.__name__ == fn.__name__ else x for x in lst]
+                    continue
+                spec.handlers[op] = h
             if getattr(fn, "__plex_init__", False):
                 spec.init = fn
             if getattr(fn, "__plex_terminate__", False):
@@ -235,6 +266,9 @@ def _build_spec(cls: type, kind: str, facets) -> ActorSpec:
                     continue
                 spec.fields[name] = StateField(value) if not isinstance(
                     value, (list, dict, set)) else StateField(default_factory=_copier(value))
+    if kind in ("GenEvent", "GenFSM", "Workflow"):
+        from . import behaviors
+        behaviors.complete_spec(spec, event_fns, options or {})
     return spec
 
 
@@ -263,11 +297,15 @@ def _copier(value):
 
 
 def _decorator(kind: str):
-    def deco(cls: type | None = None, *, facets=None):
+    def deco(cls: type | None = None, *, facets=None, capabilities=None, **options):
+        if options and kind != "GenFSM":
+            raise TypeError(f"unexpected keyword(s) {sorted(options)} for a {kind} actor")
+
         def apply(c):
             if not isinstance(c, type):
                 raise TypeError(f"@actor decorates a class, got {c!r}")
-            c.__plex_spec__ = _build_spec(c, kind, facets)
+            c.__plex_spec__ = _build_spec(c, kind, facets, capabilities, options)
+            c.__plex_options__ = (facets, capabilities, options)
             _install_init(c)
             return c
         return apply(cls) if cls is not None else apply
@@ -275,8 +313,67 @@ def _decorator(kind: str):
 
 
 actor = _decorator("GenServer")
-actor.__doc__ = """Declare a GenServer actor class: ``@actor`` or ``@actor(facets=[...])``."""
+actor.__doc__ = """Declare a GenServer actor class: ``@actor``, or
+``@actor(facets=[...], capabilities=["kv", ...])`` (see :mod:`plexhpc.context`)."""
 gen_server_actor = actor
+
+event_actor = _decorator("GenEvent")
+event_actor.__doc__ = """Declare a GenEvent actor: its ``cast`` handlers take events
+(several methods may handle one event, in definition order), and other actors subscribe
+with the ``subscribe`` op (``{"subscriber": id, "events": [...]}``) to receive each event
+as a cast after the actor's own handlers ran. ``call`` handlers answer as usual."""
+
+_fsm_decorator = _decorator("GenFSM")
+
+
+def fsm_actor(cls=None, *, states, initial, transitions=None, facets=None,
+              capabilities=None):
+    """Declare a GenFSM actor: ``@fsm_actor(states=[...], initial="idle",
+    transitions={"idle": ["busy"], ...})``. The current state is the state field
+    ``fsm_state``; a handler that moves it somewhere ``transitions`` does not allow is
+    rolled back and the caller gets ``{"status": "rejected", "state": <current>, ...}``.
+    Built-in ops (unless the class defines them): ``transition {to}`` and ``get_state``."""
+    return _fsm_decorator(cls, facets=facets, capabilities=capabilities, states=states,
+                          initial=initial, transitions=transitions)
+
+
+workflow_actor = _decorator("Workflow")
+workflow_actor.__doc__ = """Declare a Workflow actor: one ``@run_handler`` (op
+``workflow_run``), ``@signal_handler(name)`` (op ``workflow_signal:<name>``) and
+``@query_handler(name)`` (op ``workflow_query:<name>``). A run proceeds in the
+background, so queries and signals are answered while it waits; each ``host.step(...)``
+result is checkpointed, and a run interrupted by a crash or a relaunch resumes after
+its last completed step."""
+
+
+def run_handler(fn: Callable | None = None) -> Callable:
+    """Mark a Workflow actor's run method (op ``workflow_run``)."""
+    def mark(f):
+        f.__plex_run__ = True
+        return f
+    return mark(fn) if fn is not None else mark
+
+
+def signal_handler(name: str) -> Callable:
+    """Mark a Workflow actor's handler of signal ``name`` (op ``workflow_signal:<name>``)."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"@signal_handler needs a signal name, got {name!r}")
+
+    def mark(f):
+        f.__plex_signal__ = name
+        return f
+    return mark
+
+
+def query_handler(name: str) -> Callable:
+    """Mark a Workflow actor's handler of query ``name`` (op ``workflow_query:<name>``)."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"@query_handler needs a query name, got {name!r}")
+
+    def mark(f):
+        f.__plex_query__ = name
+        return f
+    return mark
 
 
 def spec_of(cls: Any) -> ActorSpec:
@@ -285,7 +382,8 @@ def spec_of(cls: Any) -> ActorSpec:
     if spec is None or spec.cls is not cls:
         if isinstance(cls, type) and spec is not None:
             # a subclass of a decorated class: build its own spec
-            spec = _build_spec(cls, spec.kind, spec.facets)
+            facets, caps, options = getattr(cls, "__plex_options__", (spec.facets, None, {}))
+            spec = _build_spec(cls, spec.kind, facets, caps, options)
             cls.__plex_spec__ = spec
             return spec
         raise TypeError(f"{cls!r} is not an actor class: decorate it with @actor")

@@ -2,8 +2,8 @@
 
 An envelope is a tuple ``(kind, to, from, op, payload, corr, reply_rank, ctx)``: cheap to
 build, to pickle in a batch, and to take apart. ``corr`` matches a reply to its ask and
-``reply_rank`` says where the reply goes (-1: nowhere, a send). ``ctx`` is reserved for
-the request context (tenant, namespace, principal).
+``reply_rank`` says where the reply goes (-1: nowhere, a send). ``ctx`` is the request
+context (:class:`~plexhpc.context.RequestContext`) or None: the target's own context.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ class ActorCell:
 
     __slots__ = ("id", "name", "spec", "inst", "mailbox", "running", "queued", "status",
                  "restart", "args", "init_waiter", "seq", "groups", "stop_reason",
-                 "stop_waiters", "restarts", "supervised", "pending_init", "current")
+                 "stop_waiters", "restarts", "supervised", "pending_init", "current",
+                 "ctx", "home_ctx", "caps", "monitors", "links", "facets", "trap_exit")
 
     def __init__(self, aid, name, spec, args, restart, seq, supervised):
         self.id = aid
@@ -47,6 +48,13 @@ class ActorCell:
         self.supervised = supervised
         self.pending_init = False
         self.current = None  # the ask being handled, until its reply is sent or deferred
+        self.ctx = None      # the request context of the message being handled
+        self.home_ctx = None  # the context it was started in (init, timers)
+        self.caps = None     # frozenset of capabilities, None = all
+        self.monitors = None  # ref -> watcher id: who gets __DOWN__ when this one stops
+        self.links = None    # peer ids: who gets __EXIT__ when this one crashes
+        self.facets = None   # runtime state of its facets (durability, virtual, metrics)
+        self.trap_exit = False
 
 
 def rank_of(actor_id: str) -> int:

@@ -19,11 +19,19 @@ working (an ask timeout is a ``TimeoutError``, a bad config a ``ValueError``)::
     ├── HostUsageError        (RuntimeError)     ``host`` used outside an actor's handler
     ├── ShardGroupError       (ValueError)       a bad shard-group spec or an unknown group
     ├── ScatterGatherIncomplete (TimeoutError)   fewer shards answered than min_responses
-    └── CollectiveError       (RuntimeError)     a collective could not complete
-        ├── CollectiveMismatch (ValueError)      ranks passed different shapes/dtypes/trees
-        ├── CollectiveTimeout  (TimeoutError)    not every rank arrived in time
-        └── CollectiveAborted                    another rank failed (names it), or the
-                                                 communicator is unusable after a failure
+    ├── CollectiveError       (RuntimeError)     a collective could not complete
+    │   ├── CollectiveMismatch (ValueError)      ranks passed different shapes/dtypes/trees
+    │   ├── CollectiveTimeout  (TimeoutError)    not every rank arrived in time
+    │   └── CollectiveAborted                    another rank failed (names it), or the
+    │                                            communicator is unusable after a failure
+    ├── CapabilityDenied      (PermissionError)  a host call outside the actor's declared
+    │                                            capabilities; names the capability
+    └── StateError            (RuntimeError)     KV, TupleSpace, channel or checkpoint store
+        ├── CheckpointRejected (ValueError)      a tampered, truncated, foreign or
+        │                                        unknown-version checkpoint; never loaded
+        ├── StateTimeout       (TimeoutError)    a blocking take/read/receive timed out
+        └── UnknownLease       (LookupError)     ack/nack of a message not leased (or
+                                                 whose lease expired)
 
 Errors that cross ranks travel as plain data (:func:`to_wire` / :func:`from_wire`) and
 are rebuilt here, so the caller always gets one of these classes, never an unpickled
@@ -51,6 +59,11 @@ __all__ = [
     "CollectiveMismatch",
     "CollectiveTimeout",
     "CollectiveAborted",
+    "CapabilityDenied",
+    "StateError",
+    "CheckpointRejected",
+    "StateTimeout",
+    "UnknownLease",
 ]
 
 
@@ -192,6 +205,35 @@ class CollectiveAborted(CollectiveError):
         super().__init__(message)
 
 
+class CapabilityDenied(PlexError, PermissionError):
+    """An actor called a host facility (kv, ts, channel, spawn, ...) that its config does
+    not declare. Add the capability to the actor's ``capabilities`` list if it is meant to
+    use it. ``capability`` names what was missing."""
+
+    def __init__(self, message: str, *, capability: str = ""):
+        self.capability = capability
+        super().__init__(message)
+
+
+class StateError(PlexError, RuntimeError):
+    """A state primitive (KV, TupleSpace, channel, checkpoint store) could not do what was
+    asked; the message says what and why."""
+
+
+class CheckpointRejected(StateError, ValueError):
+    """A checkpoint failed verification (bad signature, truncated, another deployment's
+    key, unknown format version) and was refused without being decoded into objects."""
+
+
+class StateTimeout(StateError, TimeoutError):
+    """A blocking TupleSpace take/read or channel receive found nothing in time."""
+
+
+class UnknownLease(StateError, LookupError):
+    """ack/nack named a message that is not leased to anyone now: a wrong id, an ack that
+    came twice, or a lease that expired (the message was or will be redelivered)."""
+
+
 # --- errors on the wire -------------------------------------------------------------
 
 #: wire codes for error replies
@@ -200,6 +242,7 @@ INVALID = "invalid"
 REMOTE = "remote"
 CLOSED = "closed"
 TIMEOUT = "timeout"
+STATE = "state"
 
 
 def to_wire(code: str, message: str, *, remote_type: str = "", rank: int | None = None,
@@ -219,10 +262,15 @@ def from_wire(wire: tuple) -> PlexError:
         return NodeClosed(message)
     if code == TIMEOUT:
         return AskTimeout(message, to=actor, op=op)
+    if code == STATE:
+        cls = _STATE_TYPES.get(remote_type, StateError)
+        return cls(message)
     cls = RemoteTimeout if remote_type in _TIMEOUT_TYPES else RemoteError
     err = cls(message, remote_type=remote_type, remote_message=message, rank=rank,
               actor=actor, op=op, remote_traceback=tb)
     return err
 
 
+_STATE_TYPES = {c.__name__: c for c in (StateError, CheckpointRejected, StateTimeout,
+                                        UnknownLease, CapabilityDenied)}
 _TIMEOUT_TYPES = {"AskTimeout", "RemoteTimeout", "TimeoutError", "CollectiveTimeout"}

@@ -19,6 +19,8 @@ from . import errors as E
 from . import node as _node_mod
 from .pool_calls import PoolCalls
 from .shards import api as _shard_api
+from .context import DEFAULT_CONTEXT, require
+from .host_state import ChannelCalls, KVCalls, TupleSpaceCalls, current_ctx, scoped_group
 from .log import get_logger
 
 __all__ = ["host", "Host"]
@@ -46,45 +48,58 @@ def _check(op, payload):
 
 
 class ProcessGroups:
-    """``host.process_groups``: cluster-wide named groups of actors."""
+    """``host.process_groups``: cluster-wide named groups of actors, scoped by the
+    request's tenant and namespace. Lookups also see the groups of the default context,
+    where shared (tenant-less) services register; never another tenant's."""
+
+    @staticmethod
+    def _lookup(node, cell, group, fn):
+        out = fn(scoped_group(cell.ctx, group))
+        if cell.ctx.scope != DEFAULT_CONTEXT.scope:
+            seen = set(out)
+            out += [a for a in fn(scoped_group(DEFAULT_CONTEXT, group)) if a not in seen]
+        return out
 
     def join(self, group: str) -> None:
         """Add the calling actor to ``group`` (idempotent)."""
         node, cell = _here()
-        node.groups.join(cell, group)
+        node.groups.join(cell, scoped_group(cell.ctx, group))
 
     def leave(self, group: str) -> bool:
         """Remove the calling actor from ``group``; False if it was not a member."""
         node, cell = _here()
-        return node.groups.leave(cell, group)
+        return node.groups.leave(cell, scoped_group(cell.ctx, group))
 
     def members(self, group: str) -> list:
         """Member ids on every rank, in a stable order."""
-        node, _ = _here()
-        return node.groups.members(group)
+        node, cell = _here()
+        return self._lookup(node, cell, group, node.groups.members)
 
     def local_members(self, group: str) -> list:
         """Members on this rank only (asking them never leaves the process)."""
-        node, _ = _here()
-        return node.groups.local_members(group)
+        node, cell = _here()
+        return self._lookup(node, cell, group, node.groups.local_members)
 
     def first(self, group: str) -> str | None:
         """The first member, or None if nobody has joined."""
-        node, _ = _here()
-        return node.groups.first(group)
+        m = self.members(group)
+        return m[0] if m else None
 
     def broadcast(self, group: str, op: str, payload: dict | None = None) -> int:
         """Send ``op`` (fire-and-forget) to every member; returns how many were sent."""
         _check(op, payload)
         node, cell = _here()
-        members = node.groups.members(group)
+        members = self._lookup(node, cell, group, node.groups.members)
         for aid in members:
-            node.send_from(cell.id, aid, op, payload)
+            node.send_from(cell.id, aid, op, payload, cell.ctx)
         return len(members)
 
 
-class Host(PoolCalls):
+class Host(PoolCalls, KVCalls):
     """The runtime API of the actor whose handler is running."""
+
+    ts = TupleSpaceCalls()
+    channel = ChannelCalls()
 
     @staticmethod
     def _check_actor_class(path: str) -> None:
@@ -143,7 +158,7 @@ class Host(PoolCalls):
         actor that has stopped is dropped, as in Erlang."""
         _check(op, payload)
         node, cell = _here()
-        node.send_from(cell.id, to, op, payload)
+        node.send_from(cell.id, to, op, payload, current_ctx(cell))
 
     def send_after(self, delay_ms: float, op: str, payload: dict | None = None) -> None:
         """Deliver ``op`` to this actor itself after ``delay_ms`` (a timer)."""
@@ -154,6 +169,42 @@ class Host(PoolCalls):
         node.send_after(cell, delay_ms, op, payload)
 
     # ---- identity and time ----------------------------------------------------------
+
+    # ---- monitors, links, workflow steps ----------------------------------------------
+
+    def monitor(self, actor: str) -> str:
+        """Watch ``actor`` (any rank): this actor gets exactly one ``__DOWN__`` cast
+        ``{down_from, monitor_ref, down_reason}`` when it stops for any reason. Returns
+        the monitor ref."""
+        node, cell = _here()
+        return node.monitor(cell, actor)
+
+    def demonitor(self, ref: str) -> bool:
+        """Stop watching; False if the ref is unknown or already fired."""
+        node, cell = _here()
+        return node.demonitor(cell, ref)
+
+    def link(self, actor: str) -> None:
+        """Share fate with ``actor`` (any rank): if either crashes, the other gets an
+        ``__EXIT__`` cast ``{exit_from, exit_reason}``, or crashes too if it has no
+        ``__EXIT__`` handler. Normal stops are not propagated."""
+        node, cell = _here()
+        node.link(cell, actor)
+
+    def unlink(self, actor: str) -> None:
+        node, cell = _here()
+        node.unlink(cell, actor)
+
+    def step(self, name: str, fn, *args, **kwargs):
+        """In a workflow's run handler: run ``fn`` as a checkpointed step, or return its
+        recorded result when a resumed run reaches a step it completed before."""
+        from .workflow import step
+        return step(name, fn, *args, **kwargs)
+
+    def context(self):
+        """The request context this handler runs in (tenant, namespace, principal): the
+        caller's, carried unchanged through every ask and send on the way here."""
+        return current_ctx(_here()[1])
 
     def self_id(self) -> str:
         """This actor's id (``name@rank``)."""
@@ -177,19 +228,21 @@ class Host(PoolCalls):
               timeout_ms: float = 30000) -> str:
         """Start a new actor (on ``rank``, default this one); returns its id once its init
         handler has succeeded, raises if init failed."""
-        node, _ = _here()
+        node, cell = _here()
+        require(cell, "spawn")
         ref = node._class_ref(actor_class)
         return node.wait_from_actor(
-            lambda done: node._start_spawn(ref, name, rank, args, restart, done))
+            lambda done: node._start_spawn(ref, name, rank, args, restart, done, cell.ctx))
 
     def spawn_many(self, actor_class, count: int, *, rank: int | None = None,
                    args: dict | None = None, timeout_ms: float = 600000) -> list:
         """Start ``count`` unnamed actors of one class on ``rank`` at once; returns their
         ids when every init has succeeded (cheaper than ``count`` spawns)."""
-        node, _ = _here()
+        node, cell = _here()
+        require(cell, "spawn")
         ref = node._class_ref(actor_class)
         return node.wait_from_actor(
-            lambda done: node._start_spawn_many(ref, count, rank, args, done))
+            lambda done: node._start_spawn_many(ref, count, rank, args, done, cell.ctx))
 
     # ---- shard groups ---------------------------------------------------------------
 
@@ -249,6 +302,7 @@ class Host(PoolCalls):
     @staticmethod
     def _shard_call(start):
         node, cell = _here()
+        require(cell, "shards")
         return node.wait_from_actor(lambda done: start(node, cell, done))
 
     def stop(self, actor: str | None = None, reason: str = "normal") -> None:
@@ -259,6 +313,15 @@ class Host(PoolCalls):
             node.stop_actor(cell, reason)
             return
         node._start_stop(actor, reason, lambda ok, value: None)
+
+    def exit(self, reason: str = "normal") -> None:
+        """End this actor after the current message, as OTP's ``exit``: a config child
+        goes to its supervisor, which restarts it if it is permanent (or, for any reason
+        but ``"normal"``, transient); other actors stop."""
+        if not isinstance(reason, str) or not reason:
+            raise ValueError(f"reason must be a non-empty str, got {reason!r}")
+        node, cell = _here()
+        node.exit_actor(cell, reason)
 
     def shutdown(self, reason: str = "requested by an actor", exit_code: int = 0) -> None:
         """Shut the whole job down gracefully (every rank drains and stops)."""

@@ -39,11 +39,17 @@ from .allocator import tune_allocator
 from .cell import (ASK, ERROR, INIT, REPLY, RUNNING, SEND, STARTING, STOPPED, STOPPING, SYS,
                    TERM, ActorCell, rank_of)
 from .config import AppConfig, resolve_class
+from .context import DEFAULT_CONTEXT, make_context
 from .doorbell import Doorbell
+from .durable import LocalState
+from .facets import FacetState, parse_facets
+from . import facets as _facets
+from .state_service import StateService
 from .groups import GroupRegistry
 from .pool_calls import PoolCalls
 from .shards.groups import ShardGroups
 from .shards.reduce import GroupReductions
+from .supervision import SupervisionTree
 from .supervisor import ESCALATE, RESTART, RankSupervisor
 from .log import configure as configure_logging
 from .log import get_logger
@@ -130,6 +136,8 @@ class Node(PoolCalls):
         # group reductions' own communicator: every rank, nonblocking collectives only
         self.group_comm = self.comm.Dup()
         self._bg: list = []
+        self.local_state = LocalState(config.state, self.rank)
+        self.state_service = StateService(self) if self.rank == config.state.rank else None
 
         self._cells: dict[str, ActorCell] = {}
         self._names: dict[str, str] = {c.name: f"{c.name}@{c.rank}" for c in config.children}
@@ -155,13 +163,20 @@ class Node(PoolCalls):
         self._drain_deadline = 0.0
         self._final_deadline = 0.0
         self._stopped_peers: set = set()
+        self._monitors_out: dict | None = None  # monitor ref -> the actor it watches
+        self.runs: dict = {}  # actor id -> its workflow run in progress
+        self._stopping_actors = False
         self._ready_peers: set = set()
         self._local_inits = 0
         self._started = threading.Event()
         self._finished = threading.Event()
         self._start_error: str | None = None
-        self.supervisor = RankSupervisor(config.max_restarts, config.max_restart_window_seconds,
-                                         config.strategy)
+        # dynamically spawned actors: one_for_one per rank, with the root's intensity
+        self.supervisor = RankSupervisor(config.max_restarts, config.max_restart_window_seconds)
+        # config children: the app's supervision tree, decided on rank 0
+        self.tree = SupervisionTree(self, config.tree) if self.rank == 0 else None
+        self._tree_names = frozenset(c.name for c in config.children)
+        self._children_by_name = {c.name: c for c in config.children}
         self.on_started: list = []
         self.unclean = False
         self.messages_handled = 0
@@ -179,21 +194,29 @@ class Node(PoolCalls):
         return self._resolve(name_or_id)[0]
 
     def ask(self, to: str, op: str, payload: dict | None = None, timeout_ms: float = 5000,
-            **ctx) -> Any:
+            *, tenant: str | None = None, namespace: str | None = None,
+            principal: str | None = None) -> Any:
         """Send ``op`` to ``to`` and wait for the reply (from a driver thread).
 
-        Raises :class:`~plexhpc.errors.AskTimeout`, :class:`~plexhpc.errors.ActorNotFound`
-        or :class:`~plexhpc.errors.RemoteError`."""
+        ``tenant``, ``namespace`` and ``principal`` set the request context the handler
+        (and everything it asks in turn) runs in; without them the target runs in its
+        own context. Raises :class:`~plexhpc.errors.AskTimeout`,
+        :class:`~plexhpc.errors.ActorNotFound` or :class:`~plexhpc.errors.RemoteError`."""
         _check_payload(op, payload)
+        ctx = make_context(tenant, namespace, principal)
         return self._call_and_wait(
-            lambda done: self._start_ask(to, op, payload, timeout_ms, done, "$driver"),
+            lambda done: self._start_ask(to, op, payload, timeout_ms, done, "$driver", ctx),
             timeout_ms)
 
-    def send(self, to: str, op: str, payload: dict | None = None) -> None:
-        """Fire-and-forget ``op`` to ``to`` (from a driver thread)."""
+    def send(self, to: str, op: str, payload: dict | None = None, *,
+             tenant: str | None = None, namespace: str | None = None,
+             principal: str | None = None) -> None:
+        """Fire-and-forget ``op`` to ``to`` (from a driver thread), in the given context."""
         _check_payload(op, payload)
+        ctx = make_context(tenant, namespace, principal)
         self._resolve(to)  # unknown names fail here, in the caller
-        self._call_soon(lambda: self._send_quiet(to, op, payload, f"$driver@{self.rank}"))
+        self._call_soon(lambda: self._send_quiet(to, op, payload, f"$driver@{self.rank}",
+                                                 ctx))
 
     def spawn(self, actor_class, *, name: str | None = None, rank: int | None = None,
               args: dict | None = None, restart: str = "permanent",
@@ -262,7 +285,9 @@ class Node(PoolCalls):
 
     def members(self, group: str) -> list:
         """Members of a process group, cluster-wide, in a stable order."""
-        return self._call_and_wait(lambda done: done(True, self.groups.members(group)), 5000)
+        from .host_state import scoped_group
+        return self._call_and_wait(lambda done: done(True, self.groups.members(
+            scoped_group(None, group))), 5000)
 
     def shutdown(self, reason: str = "requested", exit_code: int = 0) -> None:
         """Begin a job-wide shutdown (returns at once; every rank drains and stops)."""
@@ -367,6 +392,8 @@ class Node(PoolCalls):
         if mb is None:
             cell.mailbox = mb = deque()
         mb.append(env)
+        if cell.facets is not None and cell.facets.dormant and not cell.pending_init:
+            cell.pending_init = True  # a virtual actor: activate it for this message
         if not cell.queued and cell.running is None:
             cell.queued = True
             self._ready.append(cell)
@@ -438,7 +465,8 @@ class Node(PoolCalls):
         if dq is None:
             dq = self._ask_deadlines[timeout_ms] = deque()
         dq.append((_monotonic() + timeout_ms / 1000.0, corr))
-        env = (ASK, aid, cell.id, op, payload, corr, self.rank, None)
+        env = (ASK, aid, cell.id, op, payload, corr, self.rank,
+               getattr(getcurrent(), "ctx", None) or cell.ctx)
         if r == self.rank:
             self._deliver(env)
         else:
@@ -547,22 +575,259 @@ class Node(PoolCalls):
             if r != self.rank:
                 self.transport.post(r, (SYS, None, None, op, data, 0, -1, None))
 
-    def send_from(self, frm: str, to: str, op: str, payload) -> None:
+    def send_from(self, frm: str, to: str, op: str, payload, ctx=None) -> None:
         aid, r = self._resolve(to)
-        self._post((SEND, aid, frm, op, payload, 0, -1, None), r)
+        self._post((SEND, aid, frm, op, payload, 0, -1, ctx), r)
 
-    def _send_quiet(self, to, op, payload, frm) -> None:
+    def _send_quiet(self, to, op, payload, frm, ctx=None) -> None:
         try:
-            self.send_from(frm, to, op, payload)
+            self.send_from(frm, to, op, payload, ctx)
         except E.ActorNotFound as exc:
             log.debug("send dropped: %s", exc)
 
     def send_after(self, cell, delay_ms: float, op: str, payload) -> None:
+        timer_id = None
+        if cell.facets is not None and cell.facets.timers:  # durable: survives restarts
+            from .durable import now_ms
+            timer_id = self.local_state.timers.add(cell.facets.key,
+                                                   now_ms() + int(delay_ms), op, payload)
+        self.arm_timer(cell, delay_ms, op, payload, cell.ctx, timer_id)
+
+    def arm_timer(self, cell, delay_ms, op, payload, ctx, timer_id=None) -> None:
         heapq.heappush(self._timers, (_monotonic() + delay_ms / 1000.0, next(self._tseq),
-                                      _T_SEND, (cell.id, op, payload)))
+                                      _T_SEND, (cell.id, op, payload, ctx, timer_id)))
 
     def call_later(self, delay_s: float, fn) -> None:
         heapq.heappush(self._timers, (_monotonic() + delay_s, next(self._tseq), _T_CALL, fn))
+
+    def state_request(self, req, done) -> None:
+        """Send a KV/TupleSpace/channel request to the rank owning the stores."""
+        if self.state_service is not None:
+            self.state_service.handle(req, done)
+        else:
+            self._system_ask(self.config.state.rank, "state", req, done,
+                             (req[4] or 0) + 30000, to="$state")
+
+    # ---- monitors and links (OTP semantics, across ranks) -------------------------
+
+    def monitor(self, cell, target: str) -> str:
+        """Watch ``target``: exactly one ``__DOWN__`` cast reaches ``cell`` when it stops
+        for any reason (at once, reason ``noproc``, if it does not exist)."""
+        aid, r = self._resolve(target)
+        ref = f"mon-{self.rank}-{next(self._corr)}"
+        if self._monitors_out is None:
+            self._monitors_out = {}
+        self._monitors_out[ref] = aid
+        if r == self.rank:
+            self._add_monitor(aid, ref, cell.id)
+        else:
+            self.transport.post(r, (SYS, None, None, "monitor", (aid, ref, cell.id), 0, -1,
+                                    None))
+        return ref
+
+    def demonitor(self, cell, ref: str) -> bool:
+        aid = (self._monitors_out or {}).pop(ref, None)
+        if aid is None:
+            return False
+        r = rank_of(aid)
+        if r == self.rank:
+            self._drop_monitor(aid, ref)
+        else:
+            self.transport.post(r, (SYS, None, None, "demonitor", (aid, ref), 0, -1, None))
+        return True
+
+    def _add_monitor(self, aid, ref, watcher) -> None:
+        target = self._cells.get(aid)
+        if target is None or target.status == STOPPED:
+            self._send_quiet(watcher, "__DOWN__", {"down_from": aid, "monitor_ref": ref,
+                                                   "down_reason": "noproc"}, aid)
+            return
+        if target.monitors is None:
+            target.monitors = {}
+        target.monitors[ref] = watcher
+
+    def _drop_monitor(self, aid, ref) -> None:
+        target = self._cells.get(aid)
+        if target is not None and target.monitors:
+            target.monitors.pop(ref, None)
+
+    def link(self, cell, peer: str) -> None:
+        """Share fate with ``peer``: when either exits abnormally the other gets an
+        ``__EXIT__`` cast (or, without an ``__EXIT__`` handler, exits too)."""
+        aid, r = self._resolve(peer)
+        if aid == cell.id:
+            raise E.InvalidMessage(f"{aid} cannot link to itself")
+        if cell.links is None:
+            cell.links = set()
+        cell.links.add(aid)
+        if r == self.rank:
+            self._add_link(aid, cell.id)
+        else:
+            self.transport.post(r, (SYS, None, None, "link", (aid, cell.id), 0, -1, None))
+
+    def unlink(self, cell, peer: str) -> None:
+        aid, r = self._resolve(peer)
+        if cell.links:
+            cell.links.discard(aid)
+        if r == self.rank:
+            self._drop_link(aid, cell.id)
+        else:
+            self.transport.post(r, (SYS, None, None, "unlink", (aid, cell.id), 0, -1, None))
+
+    def _add_link(self, aid, peer) -> None:
+        target = self._cells.get(aid)
+        if target is None or target.status == STOPPED:
+            self._exit_signal(peer, aid, "noproc")
+            return
+        if target.links is None:
+            target.links = set()
+        target.links.add(peer)
+
+    def _drop_link(self, aid, peer) -> None:
+        target = self._cells.get(aid)
+        if target is not None and target.links:
+            target.links.discard(peer)
+
+    def _exit_signal(self, to, frm, reason) -> None:
+        """Tell linked actor ``to`` that ``frm`` exited with ``reason``."""
+        try:
+            aid, r = self._resolve(to)
+        except E.PlexError:
+            return
+        if r != self.rank:
+            self.transport.post(r, (SYS, None, None, "exit_signal", (aid, frm, reason), 0, -1,
+                                    None))
+            return
+        cell = self._cells.get(aid)
+        if cell is None or cell.status == STOPPED:
+            return
+        if cell.links:
+            cell.links.discard(frm)
+        if reason == "normal":
+            return  # a normal exit is not propagated (as in OTP without trap_exit)
+        self._deliver((SEND, aid, frm, "__EXIT__", {"exit_from": frm, "exit_reason": reason},
+                       0, -1, None))
+
+    # ---- the supervision tree's side on this rank ---------------------------------
+
+    def _report_exit(self, name, abnormal, reason) -> None:
+        if self.tree is not None:
+            self.tree.report(name, abnormal, reason)
+        else:
+            self.transport.post(0, (SYS, None, None, "sup_exit", (name, abnormal, reason), 0,
+                                    -1, None))
+
+    def exit_actor(self, cell, reason: str) -> None:
+        """An actor ends itself: a config child is handed to its supervisor (a normal
+        exit restarts only permanent children); any other actor simply stops."""
+        if cell.name in self._tree_names and cell.id == f"{cell.name}@{self.rank}":
+            self._halt(cell, reason)
+            self._report_exit(cell.name, reason not in ("normal", "shutdown"), reason)
+        else:
+            self.stop_actor(cell, reason)
+
+    def sup_command(self, cmd, name, done) -> None:
+        """Carry out the supervisor's ``halt`` / ``start`` / ``remove`` of a config child
+        on this rank; ``done`` when finished (for start: when its init finished)."""
+        cell = self._cells.get(f"{name}@{self.rank}")
+        if cell is None:
+            done(False, E.ActorNotFound(f"no config child {name!r} on rank {self.rank}"))
+            return
+        if cmd == "halt":
+            self._halt(cell, "shutdown", lambda: done(True, None))
+        elif cmd == "start":
+            def start():
+                cell.restarts += 1
+                self._queue_init(cell, done)
+            self._halt(cell, "shutdown", start)
+        elif cmd == "remove":
+            def remove():
+                if cell.status != STOPPED:
+                    cell.status = STOPPING
+                    self._finalize_stop(cell, "removed by its supervisor")
+                done(True, None)
+            self._halt(cell, "removed", remove)
+        else:
+            done(False, ValueError(f"unknown supervisor command {cmd!r}"))
+
+    def _halt(self, cell, reason, done=None) -> None:
+        """Stop the instance (terminate handler, monitors told) but keep the cell and its
+        mailbox, so the actor can be started again under the same id. A terminate
+        handler that waits (on an ask) gets the child's ``shutdown_timeout_ms``, then is
+        killed; ``done()`` runs when the actor is down."""
+        g = cell.running
+        here = getcurrent()
+        if g is not None and g is not here:
+            cell.running = None
+            self._busy -= 1
+            _kill(g)
+        if cell.status != STOPPED:
+            cell.status = STARTING  # no messages run while it stops; they wait for it
+        if cell.inst is None or cell.spec.terminate is None or g is here:
+            self._halt_finish(cell, reason, done)
+            return
+        once = [False]
+
+        def cont():
+            if not once[0]:
+                once[0] = True
+                self._halt_finish(cell, reason, done)
+
+        t = greenlet(self._halt_terminate, self._hub)
+        t.cell = cell
+        if t.switch((cell, reason, cont)) is not _BLOCKED:
+            cont()
+            return
+        child = self._children_by_name.get(cell.name)
+        timeout_s = (child.shutdown_timeout_ms if child is not None else 5000) / 1000.0
+
+        def kill():
+            if not t.dead:
+                actor_log.warning("%s: terminate handler still running after %.0f ms; "
+                                  "killed", cell.id, timeout_s * 1000)
+                _kill(t)
+            cont()
+        self.call_later(timeout_s, kill)
+
+    def _halt_terminate(self, args):
+        cell, reason, cont = args
+        try:
+            cell.spec.terminate(cell.inst, reason)
+        except Exception:  # noqa: BLE001
+            actor_log.error("%s: terminate handler raised:\n%s", cell.id,
+                            traceback.format_exc())
+        self._external.append(cont)
+        return None
+
+    def _halt_finish(self, cell, reason, done) -> None:
+        if cell.inst is not None and cell.facets is not None and cell.facets.durable:
+            _facets.stopping(self, cell, cell.facets)
+        if cell.groups:
+            self.groups.leave_all(cell)
+        self._kill_run(cell)
+        if cell.monitors or cell.links:
+            self._notify_down(cell, reason, reason not in ("normal", "shutdown", "removed"))
+        cell.inst = None
+        cell.pending_init = False
+        if cell.status != STOPPED:
+            cell.status = STARTING
+        if done is not None:
+            done()
+
+    def _kill_run(self, cell) -> None:
+        if self.runs:
+            from .workflow import kill_run
+            kill_run(self, cell)
+
+    def _notify_down(self, cell, reason: str, abnormal: bool) -> None:
+        """Fire ``cell``'s monitors (always) and links (abnormal exits only), once."""
+        mons, cell.monitors = cell.monitors, None
+        for ref, watcher in (mons or {}).items():
+            self._send_quiet(watcher, "__DOWN__", {"down_from": cell.id, "monitor_ref": ref,
+                                                   "down_reason": reason}, cell.id)
+        links, cell.links = cell.links, None
+        for peer in links or ():
+            self._exit_signal(peer, cell.id, reason if abnormal else "normal")
 
     def wait_from_actor(self, start):
         """Run ``start(done)`` on the hub and park the calling greenlet until ``done``."""
@@ -587,8 +852,19 @@ class Node(PoolCalls):
 
     # ------------------------------------------------------------------- actors --
 
-    def _new_cell(self, aid, name, spec, args, restart, supervised) -> ActorCell:
+    def _new_cell(self, aid, name, spec, args, restart, supervised, ctx=None,
+                  caps=None, facets=None) -> ActorCell:
         cell = ActorCell(aid, name, spec, args, restart, next(self._seq), supervised)
+        cell.home_ctx = cell.ctx = ctx if ctx is not None else DEFAULT_CONTEXT
+        cell.caps = caps if caps is not None else spec.capabilities
+        fc = facets if facets is not None else (parse_facets(spec.facets, spec.type_name)
+                                                if spec.facets else None)
+        if fc:
+            cell.facets = FacetState(f"actor:{name or aid}", fc)
+            if fc.get("virtual_actor") and not cell.facets.eager:
+                cell.facets.dormant = True
+                self._cells[aid] = cell
+                return cell  # no instance until the first message
         cell.inst = spec.new_instance(aid)
         self._cells[aid] = cell
         return cell
@@ -612,7 +888,11 @@ class Node(PoolCalls):
         self._local_inits = len(mine)
         for child in mine:
             cell = self._new_cell(f"{child.name}@{self.rank}", child.name, spec_of(child.cls),
-                                  child.args, child.restart, True)
+                                  child.args, child.restart, True, child.context,
+                                  child.capabilities, child.facet_config)
+            if cell.facets is not None and cell.facets.dormant:
+                self._startup_waiter(child.name)(True, cell.id)  # activated on demand
+                continue
             self._queue_init(cell, self._startup_waiter(child.name))
         if not mine:
             self._local_ready()
@@ -663,7 +943,7 @@ class Node(PoolCalls):
         import cloudpickle
         return cloudpickle.loads(data)
 
-    def _start_spawn(self, ref, name, rank, args, restart, done) -> None:
+    def _start_spawn(self, ref, name, rank, args, restart, done, ctx=None) -> None:
         target = self.rank if rank is None else rank
         if not isinstance(target, int) or not 0 <= target < self.size:
             done(False, ValueError(f"spawn: rank {rank!r} out of range 0..{self.size - 1}"))
@@ -683,11 +963,11 @@ class Node(PoolCalls):
             return
         if target == self.rank:
             self._spawn_local(ref[2] if len(ref) > 2 else self._load_class(ref), name, args,
-                              restart, done)
+                              restart, done, ctx)
             return
-        self._system_ask(target, "spawn", (ref[:2], name, args, restart), done, 30000)
+        self._system_ask(target, "spawn", (ref[:2], name, args, restart, ctx), done, 30000)
 
-    def _spawn_local(self, cls, name, args, restart, done) -> None:
+    def _spawn_local(self, cls, name, args, restart, done, ctx=None) -> None:
         try:
             spec = spec_of(cls)
         except TypeError as exc:
@@ -699,7 +979,7 @@ class Node(PoolCalls):
         label = name or f"{cls.__name__}-{next(self._spawn_seq)}"
         aid = f"{label}@{self.rank}"
         try:
-            cell = self._new_cell(aid, name, spec, args, restart, True)
+            cell = self._new_cell(aid, name, spec, args, restart, True, ctx)
         except Exception as exc:  # noqa: BLE001 - the class's own __init__ failed
             done(False, E.RemoteError(f"creating {aid} failed: {type(exc).__name__}: {exc}",
                                       remote_type=type(exc).__name__, remote_message=str(exc),
@@ -717,7 +997,7 @@ class Node(PoolCalls):
 
         self._queue_init(cell, after_init)
 
-    def _start_spawn_many(self, ref, count, rank, args, done) -> None:
+    def _start_spawn_many(self, ref, count, rank, args, done, ctx=None) -> None:
         target = self.rank if rank is None else rank
         if not isinstance(target, int) or not 0 <= target < self.size:
             done(False, ValueError(f"spawn_many: rank {rank!r} out of range 0..{self.size - 1}"))
@@ -727,11 +1007,11 @@ class Node(PoolCalls):
             return
         if target == self.rank:
             self._spawn_many_local(ref[2] if len(ref) > 2 else self._load_class(ref), count,
-                                   args, done)
+                                   args, done, ctx)
             return
-        self._system_ask(target, "spawn_many", (ref[:2], count, args), done, 600000)
+        self._system_ask(target, "spawn_many", (ref[:2], count, args, ctx), done, 600000)
 
-    def _spawn_many_local(self, cls, count, args, done) -> None:
+    def _spawn_many_local(self, cls, count, args, done, ctx=None) -> None:
         """Create ``count`` unnamed actors of one class; ``done(True, ids)`` after every
         init succeeded (the first failure is reported and the whole batch stopped)."""
         try:
@@ -762,7 +1042,7 @@ class Node(PoolCalls):
         new_cell, queue_init = self._new_cell, self._queue_init
         for _ in range(count):
             aid = f"{base}-{next(seq)}@{rank}"
-            cell = new_cell(aid, None, spec, args, "permanent", True)
+            cell = new_cell(aid, None, spec, args, "permanent", True, ctx)
             queue_init(cell, after_init)
             ids.append(aid)
             cells.append(cell)
@@ -839,6 +1119,13 @@ class Node(PoolCalls):
         self._route_cache.pop(cell.id, None)
         if cell.groups:
             self.groups.leave_all(cell)
+        self._kill_run(cell)
+        if cell.facets is not None and cell.facets.durable:
+            _facets.stopping(self, cell, cell.facets)
+        if cell.monitors or cell.links:
+            crashed = isinstance(reason, str) and reason.startswith("crashed")
+            self._notify_down(cell, reason if isinstance(reason, str) else repr(reason),
+                              crashed)
         if cell.name is not None and cell.name not in self._static_names():
             self._unregister_name(cell.name, cell.id, broadcast=True)
         mb, cell.mailbox = cell.mailbox, None
@@ -874,7 +1161,8 @@ class Node(PoolCalls):
             st = cell.status
             if st == STOPPING and not (cell.mailbox and cell.mailbox[0][0] == TERM):
                 self._finalize_stop(cell, cell.stop_reason)
-            elif st != STOPPED and (cell.mailbox or cell.pending_init) and not cell.queued:
+            elif st != STOPPED and (cell.pending_init or (cell.mailbox and st == RUNNING)) \
+                    and not cell.queued:
                 cell.queued = True
                 self._ready.append(cell)
 
@@ -914,6 +1202,15 @@ class Node(PoolCalls):
         op = env[3]
         h = cell.spec.handlers.get(op)
         if h is None:
+            if op == "__EXIT__" and isinstance(env[4], dict):
+                # a linked actor crashed and this one does not handle __EXIT__: it exits too
+                p = env[4]
+                self._crash(cell, LinkedExit(f"linked actor {p.get('exit_from')} exited: "
+                                             f"{p.get('exit_reason')}"), "", "an exit signal")
+                return
+            if op == "__metrics__" and kind == ASK:
+                self._reply(env, _facets.metrics_of(cell))
+                return
             if op == "__ping__":  # built in: proves the actor has handled what came before
                 if kind == ASK:
                     self._reply(env, {"ok": True, "actor_id": cell.id})
@@ -939,6 +1236,12 @@ class Node(PoolCalls):
             return
         if kind == ASK:
             cell.current = env
+        ctx = env[7]
+        cell.ctx = ctx if ctx is not None else cell.home_ctx
+        fs = cell.facets
+        if fs is not None:
+            self._execute_with_facets(cell, env, h, kwargs, fs)
+            return
         try:
             result = h.func(cell.inst, **kwargs)
         except E.Rejected as exc:  # the handler refused the request: no crash
@@ -966,6 +1269,39 @@ class Node(PoolCalls):
                 self._complete(env[5], True, result)
             else:
                 self.transport.post(rr, (REPLY, None, None, None, result, env[5], -1, None))
+
+    def _execute_with_facets(self, cell, env, h, kwargs, fs) -> None:
+        """_execute's tail for an actor with facets: the same, plus timing, counts and
+        checkpoints (kept apart so actors without facets pay nothing for them)."""
+        kind, op = env[0], env[3]
+        t0 = time.perf_counter()
+        try:
+            result = h.func(cell.inst, **kwargs)
+        except E.Rejected as exc:
+            cell.current = None
+            _facets.after_message(self, cell, fs, op, time.perf_counter() - t0, True)
+            if kind == ASK:
+                self._reply_error(env, E.INVALID, f"{cell.id}: {exc}")
+            return
+        except Exception as exc:  # noqa: BLE001 - a crash: reply, then restart
+            cell.current = None
+            _facets.after_message(self, cell, fs, op, time.perf_counter() - t0, False)
+            tb = traceback.format_exc()
+            if kind == ASK:
+                self._reply_error(
+                    env, E.REMOTE,
+                    f"handler {op!r} of actor {cell.id} on rank {self.rank} raised "
+                    f"{type(exc).__name__}: {exc}", remote_type=type(exc).__name__, tb=tb)
+            self._crash(cell, exc, tb, f"handler {op!r}")
+            return
+        _facets.after_message(self, cell, fs, op, time.perf_counter() - t0, True)
+        if kind == ASK and cell.current is not None:
+            cell.current = None
+            self._reply(env, result)
+
+    def metrics_text(self) -> str:
+        """Prometheus text of this rank's actors that have the ``metrics`` facet."""
+        return _facets.prometheus_text(list(self._cells.values()))
 
     def defer_reply(self, cell):
         """Take the reply of the ask ``cell`` is handling out of the handler's hands: the
@@ -1001,6 +1337,7 @@ class Node(PoolCalls):
         try:
             if cell.inst is None:
                 cell.inst = spec.new_instance(cell.id)
+            cell.ctx = cell.home_ctx
             if spec.init is not None:
                 spec.init(cell.inst, env[4])
         except Exception as exc:  # noqa: BLE001
@@ -1015,8 +1352,24 @@ class Node(PoolCalls):
                 return
             self._crash(cell, exc, tb, "init")
             return
+        if cell.facets is not None:
+            try:
+                _facets.on_started(self, cell, cell.facets, first=cell.restarts == 0)
+            except E.CheckpointRejected as exc:  # on_corrupt = "escalate": a failed start
+                if waiter is not None:
+                    cell.inst = None
+                    waiter(False, exc)
+                else:
+                    self._crash(cell, exc, traceback.format_exc(), "restoring its checkpoint")
+                return
         if cell.status == STARTING:
             cell.status = RUNNING
+        if spec.workflow is not None:
+            from .workflow import resume_pending
+            try:
+                resume_pending(self, cell)
+            except E.StateError as exc:
+                actor_log.error("%s: cannot look for an unfinished run: %s", cell.id, exc)
         if waiter is not None:
             waiter(True, cell.id)
 
@@ -1033,8 +1386,17 @@ class Node(PoolCalls):
         if cell.groups:
             self.groups.leave_all(cell)
         cell.inst = None
+        self._kill_run(cell)
+        if cell.monitors or cell.links:
+            self._notify_down(cell, f"crashed: {type(exc).__name__}: {exc}", True)
         if cell.status == STOPPING:
             return  # being stopped anyway: _switch finalizes it
+        if cell.name in self._tree_names and cell.id == f"{cell.name}@{self.rank}":
+            # a config child: its supervisor (on rank 0) decides; messages wait meanwhile
+            cell.status = STARTING
+            self._report_exit(cell.name, True, f"crashed in {where}: {type(exc).__name__}: "
+                                                f"{exc}")
+            return
         decision = self.supervisor.on_crash(
             cell.restart if cell.supervised else "temporary", _monotonic())
         if decision == ESCALATE:
@@ -1122,11 +1484,34 @@ class Node(PoolCalls):
                                              f"actor class: {exc}"))
                 return
             if op == "spawn":
-                self._spawn_local(cls, *rest, done)
+                name, args, restart, ctx = rest
+                self._spawn_local(cls, name, args, restart, done, ctx)
             else:
-                self._spawn_many_local(cls, *rest, done)
+                count, args, ctx = rest
+                self._spawn_many_local(cls, count, args, done, ctx)
         elif op == "stop":
             self._start_stop(env[1], env[4], self._remote_done(src, env))
+        elif op == "sup_exit":
+            if self.tree is not None:
+                self.tree.report(*env[4])
+        elif op == "sup_cmd":
+            self.sup_command(*env[4], self._remote_done(src, env))
+        elif op == "monitor":
+            self._add_monitor(*env[4])
+        elif op == "demonitor":
+            self._drop_monitor(*env[4])
+        elif op == "link":
+            self._add_link(*env[4])
+        elif op == "unlink":
+            self._drop_link(*env[4])
+        elif op == "exit_signal":
+            self._exit_signal(*env[4])
+        elif op == "state":
+            if self.state_service is None:
+                self._remote_done(src, env)(False, E.StateError(
+                    f"rank {self.rank} does not own the state stores"))
+            else:
+                self.state_service.handle(env[4], self._remote_done(src, env))
         else:  # pragma: no cover
             log.error("unknown system message %r from rank %d", op, src)
 
@@ -1137,7 +1522,10 @@ class Node(PoolCalls):
             if ok:
                 self.transport.post(src, (REPLY, None, None, None, value, corr, -1, None))
             else:
-                if isinstance(value, E.ActorNotFound):
+                if isinstance(value, (E.StateError, E.CapabilityDenied)):
+                    wire = E.to_wire(E.STATE, str(value), remote_type=type(value).__name__,
+                                     rank=self.rank)
+                elif isinstance(value, E.ActorNotFound):
                     wire = E.to_wire(E.NOT_FOUND, str(value), rank=self.rank)
                 elif isinstance(value, E.InvalidMessage):
                     wire = E.to_wire(E.INVALID, str(value), rank=self.rank)
@@ -1172,8 +1560,39 @@ class Node(PoolCalls):
             return True
         return not (self._ready or self._resume or self._busy or self.transport.outbox)
 
+    def _kill_runs(self) -> None:
+        """Abandon every workflow run in progress (they resume on the next launch)."""
+        for run in list(self.runs.values()):
+            if run.g is not None and not run.g.dead:
+                _kill(run.g)
+        self.runs.clear()
+
+    def _stop_in_order(self) -> None:
+        """Graceful stop of every local actor, in reverse start order, one at a time:
+        each terminate handler may still ask others (they are up until their turn) and
+        gets its ``shutdown_timeout_ms`` before it is killed. Then the final phase."""
+        self._kill_runs()
+        cells = sorted(self._cells.values(), key=lambda c: c.seq, reverse=True)
+
+        def go(i):
+            while i < len(cells) and cells[i].status == STOPPED:
+                i += 1
+            if i == len(cells):
+                self._enter_final()
+                return
+            cell = cells[i]
+
+            def after():
+                if cell.status != STOPPED:
+                    cell.status = STOPPING
+                    self._finalize_stop(cell, "shutdown")
+                self._external.append(lambda: go(i + 1))
+            self._halt(cell, "shutdown", after)
+        go(0)
+
     def _stop_all(self) -> None:
         """Stop every local actor in reverse start order."""
+        self._kill_runs()
         for cell in sorted(self._cells.values(), key=lambda c: c.seq, reverse=True):
             if cell.status == STOPPED:
                 continue
@@ -1181,10 +1600,7 @@ class Node(PoolCalls):
                 g = cell.running
                 cell.running = None
                 self._busy -= 1
-                try:
-                    g.throw(greenlet.GreenletExit)
-                except BaseException:  # noqa: BLE001
-                    pass
+                _kill(g)
             if cell.status != STOPPING:
                 cell.status = STOPPING
                 cell.stop_reason = "shutdown"
@@ -1332,7 +1748,9 @@ class Node(PoolCalls):
                     log.error(self._start_error)
                     self.request_shutdown(self._start_error, 1)
                 elif phase == P_DRAINING and self._drained(now):
-                    self._enter_final()
+                    if not self._stopping_actors:
+                        self._stopping_actors = True
+                        self._stop_in_order()
                     worked = True
                 elif phase == P_FINAL:
                     if transport.outbox:
@@ -1387,9 +1805,11 @@ class Node(PoolCalls):
         while timers and timers[0][0] <= now:
             _, _, kind, data = heapq.heappop(timers)
             if kind == _T_SEND:
-                aid, op, payload = data
+                aid, op, payload, ctx, timer_id = data
                 if aid in self._cells:
-                    self._deliver((SEND, aid, aid, op, payload, 0, -1, None))
+                    self._deliver((SEND, aid, aid, op, payload, 0, -1, ctx))
+                if timer_id is not None:
+                    self.local_state.timers.remove(timer_id)
             else:
                 data()
 
@@ -1399,8 +1819,23 @@ class Node(PoolCalls):
         while self.transport._pending and _monotonic() < deadline:
             self.transport.progress_sends()
         self.doorbell.close()
+        self.local_state.close()
+        if self.state_service is not None:
+            self.state_service.close()
         if _current is self:
             _current = None
+
+
+def _kill(g) -> None:
+    """End a parked greenlet (from the hub): GreenletExit is thrown into it."""
+    try:
+        g.throw(greenlet.GreenletExit)
+    except BaseException:  # noqa: BLE001 - whatever it raised on the way out
+        pass
+
+
+class LinkedExit(Exception):
+    """Why an actor without an ``__EXIT__`` handler stopped: a linked actor crashed."""
 
 
 def _check_payload(op, payload) -> None:

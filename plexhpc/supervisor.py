@@ -1,10 +1,10 @@
-"""The supervisor of the children on one rank: what to do when one crashes.
+"""The supervisor of dynamically spawned actors on one rank: what to do when one crashes.
 
-OTP semantics, scoped to the rank's own children: a crashed ``permanent`` or
-``transient`` child is restarted, a ``temporary`` one is not; more than ``max_restarts``
-restarts within ``max_restart_window_seconds`` means restarting is not helping, and the
-supervisor gives up and escalates (here: the job stops with status 1). Only the
-one_for_one strategy exists so far; the config refuses the others.
+OTP's one_for_one, scoped to the rank: a crashed ``permanent`` or ``transient`` actor is
+restarted, a ``temporary`` one is not; more than ``max_restarts`` restarts within
+``max_restart_window_seconds`` means restarting is not helping, and the job stops with
+status 1. The app's config children are supervised by the tree in
+:mod:`plexhpc.supervision` instead, with every strategy.
 """
 
 from __future__ import annotations

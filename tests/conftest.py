@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import signal
 import subprocess
 import sys
@@ -42,12 +43,21 @@ class Job:
                 f"{self.stdout[-2000:]}\n--- stderr\n{self.stderr[-4000:]}")
 
 
+STATE_TMP = Path(tempfile.mkdtemp(prefix="plexhpc-test-state-"))
+
+
 def env_for_job(extra: dict | None = None) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(SCENARIOS), str(ROOT),
                                          env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("PYTHONFAULTHANDLER", "1")
+    # durable state and its signing key go to this session's temporary folder, never
+    # into the checkout or the user's home
+    # (a fresh folder per job unless the test passes one, as a relaunch test does)
+    if not (extra and "PLEXHPC_STATE_DIR" in extra):
+        env["PLEXHPC_STATE_DIR"] = tempfile.mkdtemp(prefix="job-", dir=STATE_TMP)
+    env.setdefault("PLEXHPC_STATE_KEY_FILE", str(STATE_TMP / "keys" / "state.key"))
     if extra:
         env.update(extra)
     return env

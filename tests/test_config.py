@@ -74,7 +74,9 @@ def test_dict_config_has_the_same_shape():
 
 @pytest.mark.parametrize("text, key, expected", [
     ('[supervisor]\nstrategy = "whatever"\n', "supervisor.strategy", "expected one of"),
-    ('[supervisor]\nstrategy = "one_for_all"\n', "supervisor.strategy", "not available"),
+    ('[supervisor]\nstrategy = "one_for_none"\n', "supervisor.strategy", "expected one of"),
+    ('[supervisor]\nrestart_backoff_ms = -1\n', "supervisor.restart_backoff_ms",
+     "milliseconds >= 0"),
     ('[supervisor]\nmax_restarts = -1\n', "supervisor.max_restarts", "integer >= 0"),
     ('[supervisor]\nmax_restart_window_seconds = 0\n',
      "supervisor.max_restart_window_seconds", "> 0"),
@@ -105,8 +107,20 @@ def test_dict_config_has_the_same_shape():
      "expected a table"),
     ('[[supervisor.children]]\nname = "a"\nclass = "cfg_actors:A"\nfacets = ["teleport"]\n',
      "facets[0]", "unknown facet"),
-    ('[[supervisor.children]]\nname = "a"\nclass = "cfg_actors:A"\nfacets = ["durability"]\n',
-     "facets[0]", "not available"),
+    ('[[supervisor.children]]\nname = "a"\nclass = "cfg_actors:A"\nfacets = ["telepathy"]\n',
+     "facets[0]", "unknown facet"),
+    ('[[supervisor.children]]\nname = "a"\nclass = "cfg_actors:A"\n'
+     'facets = [{type = "durability", config = {checkpoint_interval = 0}}]\n',
+     "checkpoint_interval", "integer >= 1"),
+    ('[[supervisor.children]]\nname = "a"\nclass = "cfg_actors:A"\n'
+     'facets = [{type = "virtual_actor", config = {idle_timeout = "soon"}}]\n',
+     "idle_timeout", "duration like"),
+    ('[[supervisor.children]]\nname = "a"\nclass = "cfg_actors:A"\n'
+     'capabilities = ["kv", "teleport"]\n', "capabilities", "unknown capabilities"),
+    ('[[supervisor.children]]\nname = "a"\nclass = "cfg_actors:A"\ntenant = ""\n',
+     "supervisor.children[0]", "tenant must be a non-empty str"),
+    ('[state]\nrank = 7\n', "state.rank", "out of range"),
+    ('[state]\ncolour = 7\n', "state.colour", "unknown key"),
     ('[[supervisor.children]]\nname = "a"\nclass = "cfg_actors:A"\nrestart = "sometimes"\n',
      "restart", "expected one of"),
     ('[[supervisor.children]]\nname = "a@b"\nclass = "cfg_actors:A"\n', "name", "'@'"),

@@ -1,0 +1,93 @@
+"""The request context every message carries, and the capabilities an actor may use.
+
+A context says on whose behalf a message runs: ``tenant``, ``namespace`` and
+``principal``. Callers set it where a request enters the system (a driver's
+``node.ask(..., tenant="acme")``, later the gateway from a token); from there the runtime
+copies it onto every ask, send and timer a handler makes, so an actor can read it
+(``host.context()``) but cannot change it for the messages it forwards. KV keys,
+tuples, channels and process groups are scoped by ``(tenant, namespace)`` inside the
+host, so an actor serving one tenant cannot name another tenant's data.
+
+Capabilities narrow what an actor may ask of the host (the Python counterpart of a WIT
+import list): an actor whose config or decorator lists ``capabilities = ["kv"]`` gets a
+:class:`~plexhpc.errors.CapabilityDenied` naming the capability when it calls
+``host.ts`` or ``host.spawn``. An actor that declares no list may use every capability.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from . import errors as E
+
+__all__ = ["RequestContext", "DEFAULT_CONTEXT", "make_context", "CAPABILITIES",
+           "check_capabilities", "require"]
+
+
+class RequestContext(NamedTuple):
+    """On whose behalf a message runs."""
+
+    tenant: str
+    namespace: str
+    principal: str
+
+    @property
+    def scope(self) -> tuple:
+        """What data is scoped by: (tenant, namespace)."""
+        return (self.tenant, self.namespace)
+
+
+#: the context of messages no caller labelled (and of shared, tenant-less services)
+DEFAULT_CONTEXT = RequestContext("default", "default", "system")
+
+#: host facilities an actor may be granted
+CAPABILITIES = ("kv", "ts", "channel", "spawn", "shards", "pools", "timers", "http")
+
+_MAX_LEN = 128
+
+
+def _label(value, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise E.InvalidMessage(f"{what} must be a non-empty str, got {value!r}")
+    if len(value) > _MAX_LEN or not value.isprintable():
+        raise E.InvalidMessage(f"{what} must be at most {_MAX_LEN} printable characters, "
+                               f"got {value!r}")
+    return value
+
+
+def make_context(tenant: str | None = None, namespace: str | None = None,
+                 principal: str | None = None) -> RequestContext | None:
+    """A validated context from a caller's keywords; None when none was given (the
+    message then runs in the target's own context)."""
+    if tenant is None and namespace is None and principal is None:
+        return None
+    return RequestContext(_label(tenant if tenant is not None else DEFAULT_CONTEXT.tenant,
+                                 "tenant"),
+                          _label(namespace if namespace is not None else "default",
+                                 "namespace"),
+                          _label(principal if principal is not None else "anonymous",
+                                 "principal"))
+
+
+def check_capabilities(caps, where: str) -> frozenset | None:
+    """Validate a declared capability list (None: not declared, everything allowed)."""
+    if caps is None:
+        return None
+    if not isinstance(caps, (list, tuple, set, frozenset)) or not all(
+            isinstance(c, str) for c in caps):
+        raise E.ConfigError(f"expected a list of capability names, got {caps!r}", key=where)
+    unknown = sorted(set(caps) - set(CAPABILITIES))
+    if unknown:
+        raise E.ConfigError(f"unknown capabilities {unknown}; expected names from "
+                            f"{list(CAPABILITIES)}", key=where)
+    return frozenset(caps)
+
+
+def require(cell, capability: str) -> None:
+    """Raise CapabilityDenied unless ``cell`` may use ``capability``."""
+    caps = cell.caps
+    if caps is not None and capability not in caps:
+        raise E.CapabilityDenied(
+            f"actor {cell.id} may not use {capability!r}: its declared capabilities are "
+            f"{sorted(caps)}; add {capability!r} to its capabilities in the app config "
+            f"(or the @actor decorator) if it is meant to", capability=capability)

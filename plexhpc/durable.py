@@ -1,0 +1,75 @@
+"""This rank's durable state: its SQLite file of actor checkpoints, workflow steps and
+durable timers, opened on first use.
+
+Each rank writes only its own file (``<state dir>/rank-<r>.sqlite``), so checkpoints
+never contend across processes; an actor is found again on the next launch as long as
+it runs on the same rank (config children keep their rank; see ARCHITECTURE.md). The
+files hold signed, typed encodings (:mod:`plexhpc.store.codec`), never pickles.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from . import errors as E
+
+__all__ = ["LocalState"]
+
+
+class LocalState:
+    """Lazily opened checkpoint, workflow and timer stores of one rank."""
+
+    def __init__(self, config, rank: int):
+        self.config = config
+        self.rank = rank
+        self._conn = None
+        self._checkpoints = None
+        self._timers = None
+        self._key = None
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.config.dir, f"rank-{self.rank}.sqlite")
+
+    def key(self) -> bytes:
+        if self._key is None:
+            from .store.keys import load_or_create_key
+            self._key = load_or_create_key(self.config.key_file, state_dir=self.config.dir)
+        return self._key
+
+    def _open(self):
+        if self._conn is None:
+            from .store.db import open_db
+            try:
+                self._conn = open_db(self.path)
+            except Exception as exc:  # noqa: BLE001 - the message says what to fix
+                raise E.StateError(f"cannot open the state file {self.path}: {exc}; set "
+                                   "[state] dir in the app config (or PLEXHPC_STATE_DIR) "
+                                   "to a writable directory") from exc
+        return self._conn
+
+    @property
+    def checkpoints(self):
+        if self._checkpoints is None:
+            from .store.checkpoints import CheckpointStore
+            self._checkpoints = CheckpointStore(self._open(), self.key(),
+                                                retention=self.config.retention)
+        return self._checkpoints
+
+    @property
+    def timers(self):
+        if self._timers is None:
+            from .store.timers import TimerStore
+            self._timers = TimerStore(self._open())
+        return self._timers
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+            self._checkpoints = self._timers = None
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,296 @@
+"""Facets: operational behaviour attached to an actor by config, not by its code.
+
+- ``durability`` ``{checkpoint_interval = N, on_corrupt = "fresh" | "escalate"}``: the
+  actor's state fields are checkpointed (signed, typed; :mod:`plexhpc.store`) every N
+  handled messages and when it stops, and laid over the new instance after its init
+  handler on every start: after a crash, and on the next launch of the app.
+- ``virtual_actor`` ``{idle_timeout = "10m" | ms, activation_strategy = "lazy" |
+  "eager"}``: a lazy actor has no instance until its first message; any virtual actor
+  is deactivated after ``idle_timeout`` without messages (terminate handler, state
+  kept: in the checkpoint file with durability, in memory without) and comes back on
+  the next message.
+- ``metrics``: per-actor counts of messages and errors and handler latency, readable
+  with the built-in ``__metrics__`` op and as Prometheus text (``node.metrics_text()``).
+- ``timer``: ``host.send_after`` timers are recorded and re-armed when the actor starts
+  again, after a crash or on the next launch; a timer due while it was down fires then.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from . import errors as E
+from .log import get_logger
+
+__all__ = ["parse_facets", "FacetState", "FACET_TYPES"]
+
+log = get_logger("actor")
+
+FACET_TYPES = ("durability", "virtual_actor", "metrics", "timer")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, None: 1}
+
+
+def _duration_ms(value, where: str) -> float:
+    if isinstance(value, bool):
+        raise E.ConfigError(f"expected a duration like \"10m\" or milliseconds, got {value!r}",
+                            key=where)
+    if isinstance(value, (int, float)):
+        ms = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise E.ConfigError(f"expected a duration like \"500ms\", \"30s\", \"10m\", "
+                                f"\"1h\", got {value!r}", key=where)
+        ms = float(m.group(1)) * _UNIT_MS[m.group(2)]
+    if ms <= 0:
+        raise E.ConfigError(f"expected a duration > 0, got {value!r}", key=where)
+    return ms
+
+
+def parse_facets(facets, where: str) -> dict:
+    """``[ "durability", {type = "virtual_actor", config = {...}}, ... ]`` -> {type:
+    validated config}. Raises ConfigError naming the facet and the key."""
+    out: dict = {}
+    if facets is None:
+        return out
+    if not isinstance(facets, (list, tuple)):
+        raise E.ConfigError("expected an array of facet names or tables", key=where)
+    for j, facet in enumerate(facets):
+        fkey = f"{where}[{j}]"
+        if isinstance(facet, str):
+            ftype, cfg = facet, {}
+        elif isinstance(facet, dict):
+            unknown = set(facet) - {"type", "priority", "config"}
+            if unknown:
+                raise E.ConfigError(f"unknown key(s) {sorted(unknown)}; expected type, "
+                                    "priority, config", key=fkey)
+            ftype, cfg = facet.get("type"), facet.get("config", {})
+        else:
+            raise E.ConfigError(f"expected a facet name or {{type = ..., config = {{...}}}}, "
+                                f"got {facet!r}", key=fkey)
+        if ftype not in FACET_TYPES:
+            raise E.ConfigError(f"unknown facet {ftype!r}; expected one of "
+                                f"{list(FACET_TYPES)}", key=fkey)
+        if not isinstance(cfg, dict):
+            raise E.ConfigError("config must be a table", key=f"{fkey}.config")
+        if ftype in out:
+            raise E.ConfigError(f"facet {ftype!r} given twice", key=fkey)
+        out[ftype] = _check_facet(ftype, cfg, f"{fkey}.config")
+    return out
+
+
+def _check_facet(ftype: str, cfg: dict, where: str) -> dict:
+    allowed = {"durability": {"checkpoint_interval", "on_corrupt"},
+               "virtual_actor": {"idle_timeout", "activation_strategy"},
+               "metrics": set(), "timer": set()}[ftype]
+    unknown = set(cfg) - allowed
+    if unknown:
+        raise E.ConfigError(f"unknown key(s) {sorted(unknown)} for facet {ftype!r}; "
+                            f"expected {sorted(allowed)}", key=where)
+    if ftype == "durability":
+        n = cfg.get("checkpoint_interval", 1)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise E.ConfigError(f"checkpoint_interval must be an integer >= 1, got {n!r}",
+                                key=f"{where}.checkpoint_interval")
+        oc = cfg.get("on_corrupt", "fresh")
+        if oc not in ("fresh", "escalate"):
+            raise E.ConfigError(f"on_corrupt must be \"fresh\" or \"escalate\", got {oc!r}",
+                                key=f"{where}.on_corrupt")
+        return {"checkpoint_interval": n, "on_corrupt": oc}
+    if ftype == "virtual_actor":
+        strategy = cfg.get("activation_strategy", "lazy")
+        if strategy not in ("lazy", "eager"):
+            raise E.ConfigError(f"activation_strategy must be \"lazy\" or \"eager\", got "
+                                f"{strategy!r}", key=f"{where}.activation_strategy")
+        return {"idle_timeout_ms": _duration_ms(cfg.get("idle_timeout", "10m"),
+                                                f"{where}.idle_timeout"),
+                "activation_strategy": strategy}
+    return {}
+
+
+class FacetState:
+    """The runtime side of one actor's facets (None on actors without facets)."""
+
+    __slots__ = ("key", "interval", "on_corrupt", "since", "seq", "virtual", "idle_ms",
+                 "eager", "dormant", "saved", "last_msg", "metrics", "timers", "durable")
+
+    def __init__(self, key: str, facets: dict):
+        self.key = key
+        d = facets.get("durability")
+        self.durable = d is not None
+        self.interval = d["checkpoint_interval"] if d else 0
+        self.on_corrupt = d["on_corrupt"] if d else "fresh"
+        self.since = 0
+        self.seq = 0
+        v = facets.get("virtual_actor")
+        self.virtual = v is not None
+        self.idle_ms = v["idle_timeout_ms"] if v else 0.0
+        self.eager = bool(v and v["activation_strategy"] == "eager")
+        self.dormant = False
+        self.saved = None       # state kept in memory across deactivation (no durability)
+        self.last_msg = time.monotonic()
+        self.metrics = {"messages": 0, "errors": 0, "latency_s": 0.0, "latency_max_s": 0.0,
+                        "activations": 0, "checkpoints": 0, "by_op": {}} if (
+            "metrics" in facets) else None
+        self.timers = "timer" in facets
+
+
+def snapshot(spec, inst) -> dict:
+    """The state fields of an instance, as a plain dict (what a checkpoint holds)."""
+    d = inst.__dict__
+    return {name: d[name] for name in spec.fields if name in d}
+
+
+def restore(inst, state: dict, spec) -> None:
+    for name, value in state.items():
+        if name in spec.fields:
+            inst.__dict__[name] = value
+
+
+# ---- runtime hooks (called by the node) ---------------------------------------------
+
+def checkpoint(node, cell, fs: FacetState) -> None:
+    """Write the actor's state now (durability), resetting the message count."""
+    fs.since = 0
+    if cell.inst is None:
+        return
+    fs.seq += 1
+    try:
+        node.local_state.checkpoints.save(fs.key, snapshot(cell.spec, cell.inst), fs.seq)
+    except (TypeError, ValueError) as exc:
+        log.error("%s: state cannot be checkpointed (%s); fix the state fields to hold "
+                  "plain data", cell.id, exc)
+        return
+    if fs.metrics is not None:
+        fs.metrics["checkpoints"] += 1
+
+
+def after_message(node, cell, fs: FacetState, op: str, dt: float, ok: bool) -> None:
+    fs.last_msg = time.monotonic()
+    m = fs.metrics
+    if m is not None:
+        m["messages"] += 1
+        m["latency_s"] += dt
+        if dt > m["latency_max_s"]:
+            m["latency_max_s"] = dt
+        per = m["by_op"].get(op)
+        if per is None:
+            per = m["by_op"][op] = [0, 0, 0.0]
+        per[0] += 1
+        per[2] += dt
+        if not ok:
+            m["errors"] += 1
+            per[1] += 1
+    if ok and fs.durable:
+        fs.since += 1
+        if fs.since >= fs.interval:
+            checkpoint(node, cell, fs)
+
+
+def on_started(node, cell, fs: FacetState, first: bool) -> None:
+    """After a successful init: lay the saved state over the instance, re-arm durable
+    timers (first start in this process only), schedule the idle check."""
+    if fs.durable:
+        try:
+            found = node.local_state.checkpoints.load(fs.key)
+        except E.CheckpointRejected as exc:
+            if fs.on_corrupt == "escalate":
+                raise
+            log.error("%s: checkpoint refused (%s); starting from the initial state",
+                      cell.id, exc)
+            found = None
+        if found is not None:
+            restore(cell.inst, found[0], cell.spec)
+            fs.seq = found[1]
+    elif fs.saved is not None:
+        restore(cell.inst, fs.saved, cell.spec)
+    fs.saved = None
+    fs.dormant = False
+    fs.last_msg = time.monotonic()
+    if fs.metrics is not None:
+        fs.metrics["activations"] += 1
+    if fs.timers and first:
+        from .durable import now_ms
+        now = now_ms()
+        for timer_id, due, op, payload in node.local_state.timers.pending(fs.key):
+            node.arm_timer(cell, max(0, due - now), op, payload, cell.home_ctx, timer_id)
+    if fs.virtual:
+        node.call_later(fs.idle_ms / 1000.0, lambda: idle_check(node, cell, fs))
+
+
+def idle_check(node, cell, fs: FacetState) -> None:
+    from .cell import STOPPED
+    if cell.status == STOPPED or fs.dormant or cell.inst is None:
+        return
+    idle = time.monotonic() - fs.last_msg
+    if idle * 1000 < fs.idle_ms or cell.running is not None or cell.mailbox or (
+            cell.id in node.runs):
+        node.call_later(max(fs.idle_ms / 1000.0 - idle, 0.01),
+                        lambda: idle_check(node, cell, fs))
+        return
+    deactivate(node, cell, fs)
+
+
+def deactivate(node, cell, fs: FacetState) -> None:
+    """Drop the instance of an idle virtual actor, keeping its state."""
+    from .cell import STARTING
+    if fs.durable:
+        checkpoint(node, cell, fs)
+    else:
+        fs.saved = snapshot(cell.spec, cell.inst)
+    cell.inst = None
+    cell.status = STARTING
+    fs.dormant = True
+    log.debug("%s deactivated after %.0f ms idle", cell.id, fs.idle_ms)
+
+
+def stopping(node, cell, fs: FacetState) -> None:
+    """A normal stop (or shutdown): write the last state."""
+    if fs.durable and cell.inst is not None:
+        checkpoint(node, cell, fs)
+
+
+def metrics_of(cell) -> dict | None:
+    fs = cell.facets
+    if fs is None or fs.metrics is None:
+        return None
+    m = fs.metrics
+    return {"actor_id": cell.id, "messages": m["messages"], "errors": m["errors"],
+            "latency_avg_ms": m["latency_s"] * 1000 / m["messages"] if m["messages"] else 0.0,
+            "latency_max_ms": m["latency_max_s"] * 1000, "activations": m["activations"],
+            "checkpoints": m["checkpoints"],
+            "by_op": {op: {"messages": v[0], "errors": v[1], "latency_s": v[2]}
+                      for op, v in m["by_op"].items()}}
+
+
+def prometheus_text(cells) -> str:
+    """The rank's actor metrics in the Prometheus text format."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    class _Collector:
+        def collect(self):
+            msgs = CounterMetricFamily("plexhpc_actor_messages", "Messages handled",
+                                       labels=["actor", "op"])
+            errs = CounterMetricFamily("plexhpc_actor_errors", "Messages whose handler "
+                                       "raised", labels=["actor", "op"])
+            lat = CounterMetricFamily("plexhpc_actor_handler_seconds", "Time in handlers",
+                                      labels=["actor", "op"])
+            act = GaugeMetricFamily("plexhpc_actor_activations", "Times the actor was "
+                                    "started or activated", labels=["actor"])
+            for cell in cells:
+                fs = cell.facets
+                if fs is None or fs.metrics is None:
+                    continue
+                for op, (n, e, s) in fs.metrics["by_op"].items():
+                    msgs.add_metric([cell.id, op], n)
+                    errs.add_metric([cell.id, op], e)
+                    lat.add_metric([cell.id, op], s)
+                act.add_metric([cell.id], fs.metrics["activations"])
+            yield from (msgs, errs, lat, act)
+
+    reg = CollectorRegistry()
+    reg.register(_Collector())
+    return generate_latest(reg).decode()

@@ -1,0 +1,207 @@
+"""The job's shared state stores, KV, TupleSpace and channels, owned by one rank.
+
+One rank (``[state] rank``, default 0) opens ``<state dir>/shared.sqlite`` and serves
+every request; other ranks reach it with system messages on the same FIFO channel as
+their actor messages, so a write followed by a message to another rank is visible
+there. Requests arrive already scoped: the host builds the scope from the caller's
+request context (and, for KV, its actor type), never from the caller's arguments, so
+no key or pattern can name another tenant's data.
+
+Blocking calls (``ts.take`` / ``ts.read`` with a timeout, ``channel.receive`` with a
+timeout) park on the owner until a write or a send wakes them, or the timeout answers
+with :class:`~plexhpc.errors.StateTimeout`. The caller's handler waits; its rank and
+the owner's loop do not.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from . import errors as E
+from .log import get_logger
+
+__all__ = ["StateService", "KV_OPS", "TS_OPS", "CHANNEL_OPS"]
+
+log = get_logger("state")
+
+KV_OPS = ("get", "put", "put_with_ttl", "delete", "list", "cas", "increment")
+TS_OPS = ("write", "read", "take", "read_all", "count")
+CHANNEL_OPS = ("send", "receive", "ack", "nack", "depth", "dead_letters")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class StateService:
+    """The stores on the owning rank, and the parked blocking requests."""
+
+    def __init__(self, node):
+        self.node = node
+        self.config = node.config.state
+        self._conn = None
+        self.kv = self.ts = self.channels = None
+        self._ch_waiters: dict = {}   # (scope, channel) -> list of [done, visibility, alive]
+        self._flush_armed = False
+
+    def _open(self) -> None:
+        if self._conn is not None:
+            return
+        from .store.channels import ChannelStore
+        from .store.db import open_db
+        from .store.kv import KVStore
+        from .store.tuplespace import TupleSpace
+        path = os.path.join(self.config.dir, "shared.sqlite")
+        try:
+            self._conn = open_db(path)
+        except Exception as exc:  # noqa: BLE001
+            raise E.StateError(f"cannot open the shared state file {path}: {exc}; set "
+                               "[state] dir (or PLEXHPC_STATE_DIR) to a writable "
+                               "directory") from exc
+        self.kv = KVStore(self._conn, now_ms=_now_ms)
+        self.ts = TupleSpace(self._conn)
+        self.channels = ChannelStore(self._conn, now_ms=_now_ms,
+                                     max_deliveries=self.config.max_deliveries)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self.channels.flush()  # acks held for the next commit are written now
+            self._conn.close()
+            self._conn = None
+
+    def _flush_soon(self) -> None:
+        """The channel store writes acks with its next commit; when no call follows, they
+        are written within 10 ms, so an idle job never holds an ack back for long."""
+        if not self._flush_armed:
+            self._flush_armed = True
+
+            def flush():
+                self._flush_armed = False
+                if self._conn is not None:
+                    self.channels.flush()
+            self.node.call_later(0.01, flush)
+
+    # ---- requests -----------------------------------------------------------------
+
+    def handle(self, req, done) -> None:
+        """Run one request; ``done(ok, value)`` now or, for a parked one, later."""
+        prim, op, scope, args, timeout_ms = req
+        try:
+            self._open()
+            if prim == "kv":
+                self._kv(op, scope, args, done)
+            elif prim == "ts":
+                self._ts(op, scope, args, timeout_ms, done)
+            elif prim == "ch":
+                self._channel(op, scope, args, timeout_ms, done)
+            else:
+                raise E.StateError(f"unknown state primitive {prim!r}")
+        except E.PlexError as exc:
+            done(False, exc)
+        except (TypeError, ValueError) as exc:
+            done(False, E.InvalidMessage(f"{prim}.{op}: {exc}"))
+
+    def _kv(self, op, scope, args, done) -> None:
+        if op not in KV_OPS:
+            raise E.StateError(f"unknown KV op {op!r}; expected one of {list(KV_OPS)}")
+        done(True, getattr(self.kv, op)(scope, *args))
+
+    def _ts(self, op, scope, args, timeout_ms, done) -> None:
+        if op not in TS_OPS:
+            raise E.StateError(f"unknown TupleSpace op {op!r}; expected one of {list(TS_OPS)}")
+        ts = self.ts
+        if op == "write":
+            ts.write(scope, args[0])
+            done(True, None)
+            return
+        if op in ("read_all", "count"):
+            done(True, getattr(ts, op)(scope, *args))
+            return
+        pattern = args[0]
+        found = ts.take(scope, pattern) if op == "take" else ts.read(scope, pattern)
+        if found is not None or not timeout_ms:
+            done(True, found)
+            return
+        # park until a matching write or the timeout
+        state = {"done": False}
+
+        def on_match(tup):
+            if not state["done"]:
+                state["done"] = True
+                done(True, tup)
+
+        handle = ts.add_waiter(scope, pattern, op == "take", on_match)
+
+        def expire():
+            if not state["done"] and ts.cancel_waiter(handle):
+                state["done"] = True
+                done(False, E.StateTimeout(f"ts.{op}: no tuple matching {list(pattern)!r} "
+                                           f"within {timeout_ms:g} ms"))
+        self.node.call_later(timeout_ms / 1000.0, expire)
+
+    def _channel(self, op, scope, args, timeout_ms, done) -> None:
+        if op not in CHANNEL_OPS:
+            raise E.StateError(f"unknown channel op {op!r}; expected one of "
+                               f"{list(CHANNEL_OPS)}")
+        ch = self.channels
+        if op == "receive":
+            channel, visibility_ms = args
+            msg = ch.receive(scope, channel, visibility_ms)
+            if msg is not None or not timeout_ms:
+                done(True, msg)
+                return
+            self._park_receive(scope, channel, visibility_ms, timeout_ms, done)
+            return
+        if op == "send":
+            channel, msg_type, payload, idem = args
+            result = ch.send(scope, channel, msg_type, payload, idempotency_key=idem)
+        else:
+            result = getattr(ch, op)(scope, *args)
+        done(True, result)
+        if op == "ack":
+            self._flush_soon()
+        elif op == "send" or (op == "nack" and (len(args) < 3 or args[2])):
+            self._wake(scope, args[0])
+
+    def _park_receive(self, scope, channel, visibility_ms, timeout_ms, done) -> None:
+        key = (scope, channel)
+        waiter = [done, visibility_ms, True]
+        self._ch_waiters.setdefault(key, []).append(waiter)
+        deadline = time.monotonic() + timeout_ms / 1000.0
+
+        def expire():
+            if waiter[2]:
+                waiter[2] = False
+                self._drop(key, waiter)
+                done(False, E.StateTimeout(f"channel.receive: nothing on {channel!r} within "
+                                           f"{timeout_ms:g} ms"))
+        self.node.call_later(timeout_ms / 1000.0, expire)
+        # a leased message whose lease runs out before our deadline becomes ready then
+        nxt = self.channels.next_ready_in_ms(scope, channel)
+        if nxt is not None and time.monotonic() + nxt / 1000.0 < deadline:
+            self.node.call_later(max(nxt, 1) / 1000.0, lambda: self._wake(scope, channel))
+
+    def _drop(self, key, waiter) -> None:
+        lst = self._ch_waiters.get(key)
+        if lst and waiter in lst:
+            lst.remove(waiter)
+            if not lst:
+                del self._ch_waiters[key]
+
+    def _wake(self, scope, channel) -> None:
+        key = (scope, channel)
+        lst = self._ch_waiters.get(key)
+        while lst:
+            waiter = lst[0]
+            if not waiter[2]:
+                lst.pop(0)
+                continue
+            msg = self.channels.receive(scope, channel, waiter[1])
+            if msg is None:
+                break
+            lst.pop(0)
+            waiter[2] = False
+            waiter[0](True, msg)
+        if lst is not None and not lst:
+            self._ch_waiters.pop(key, None)

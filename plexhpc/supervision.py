@@ -1,0 +1,190 @@
+"""The app's supervision tree, as in OTP, over children that live on different ranks.
+
+The tree comes from the app config (nested ``type = "supervisor"`` children allowed) and
+is the same on every rank; its decisions are made on rank 0, one at a time, so restart
+intensity is counted per supervisor for the whole job. When a config child exits:
+
+- ``temporary`` children are never restarted; ``transient`` ones only after a crash;
+  ``permanent`` ones always.
+- A restart is recorded against the child's supervisor; more than ``max_restarts``
+  within ``max_restart_window_seconds`` means restarting is not helping: the supervisor
+  stops all its children (reverse start order) and exits, and its parent handles that
+  as the crash of one child. At the root, the job stops with status 1.
+- Otherwise the strategy picks what restarts with the child: ``one_for_one`` the child
+  alone, ``rest_for_one`` it and the children started after it, ``one_for_all`` every
+  child of the supervisor. The others are stopped in reverse start order (terminate
+  handlers run), then all are started again in start order, each one's init awaited
+  before the next, after an optional exponential ``restart_backoff_ms``.
+
+A stopped or restarting child keeps its mailbox (messages wait for the new instance),
+as the id of a config child never changes. The commands to other ranks are system
+asks with a timeout: a rank that does not answer fails the job instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from .config import ChildSpec, SupervisorSpec
+from .log import get_logger
+
+__all__ = ["SupervisionTree"]
+
+log = get_logger("actor")
+_CMD_TIMEOUT_MS = 60_000
+
+
+class SupervisionTree:
+    """Rank 0's supervisor decisions (other ranks only report exits to it)."""
+
+    def __init__(self, node, root: SupervisorSpec):
+        self.node = node
+        self.root = root
+        self.owner: dict = {}   # child or supervisor name -> its parent SupervisorSpec
+        self.specs: dict = {}   # name -> ChildSpec | SupervisorSpec
+        self.log: dict = {}     # supervisor name -> deque of restart times
+        self._index(root)
+        self._queue: deque = deque()
+        self._busy = False
+        self.restarts = 0
+
+    def _index(self, sup: SupervisorSpec) -> None:
+        self.log[sup.name] = deque()
+        self.specs[sup.name] = sup
+        for c in sup.children:
+            self.owner[c.name] = sup
+            self.specs[c.name] = c
+            if isinstance(c, SupervisorSpec):
+                self._index(c)
+
+    def is_child(self, name) -> bool:
+        return isinstance(self.specs.get(name), ChildSpec)
+
+    # ---- reports ------------------------------------------------------------------
+
+    def report(self, name: str, abnormal: bool, reason: str) -> None:
+        """A config child exited (on any rank). Handled later, from the loop."""
+        self._queue.append((name, abnormal, reason))
+        self.node._external.append(self._next)
+
+    def _next(self) -> None:
+        if self._busy or not self._queue:
+            return
+        self._busy = True
+        name, abnormal, reason = self._queue.popleft()
+        try:
+            self._handle(name, abnormal, reason)
+        except Exception:  # noqa: BLE001 - a bug here must not wedge supervision
+            log.exception("supervision of %s failed", name)
+            self._done()
+
+    def _done(self) -> None:
+        self._busy = False
+        if self._queue:
+            self.node._external.append(self._next)
+
+    # ---- decisions ----------------------------------------------------------------
+
+    def _handle(self, name, abnormal, reason) -> None:
+        spec = self.specs[name]
+        sup = self.owner[name]
+        restart = spec.restart if isinstance(spec, ChildSpec) else "permanent"
+        if restart == "temporary" or (restart == "transient" and not abnormal):
+            log.info("%s exited (%s); %s child, not restarted", name, reason, restart)
+            self._run([("remove", c) for c in _leaves(spec)], self._done)
+            return
+        now = time.monotonic()
+        times = self.log[sup.name]
+        times.append(now)
+        while times and times[0] < now - sup.window_s:
+            times.popleft()
+        if len(times) > sup.max_restarts:
+            self._escalate(sup, name, reason, len(times))
+            return
+        units = sup.children
+        i = next(k for k, c in enumerate(units) if c.name == name)
+        if sup.strategy == "one_for_one":
+            chosen = [units[i]]
+        elif sup.strategy == "rest_for_one":
+            chosen = units[i:]
+        else:
+            chosen = list(units)
+        halt = [c for u in reversed(chosen) if u is not spec for c in reversed(_leaves(u))]
+        start = [c for u in chosen for c in _leaves(u)
+                 if u is spec or c.restart != "temporary"]
+        removed = [c for u in chosen if u is not spec for c in _leaves(u)
+                   if c.restart == "temporary"]
+        delay = 0.0
+        if sup.backoff_ms > 0:
+            delay = min(sup.backoff_max_ms, sup.backoff_ms * 2 ** (len(times) - 1)) / 1000.0
+        self.restarts += 1
+        log.warning("supervisor %r (%s): %s exited (%s); restarting %s%s", sup.name,
+                    sup.strategy, name, reason, [c.name for c in start],
+                    f" after {delay * 1000:.0f} ms" if delay else "")
+        steps = [("halt", c) for c in halt] + [("remove", c) for c in removed]
+        failed: list = []
+
+        def after_halt():
+            if delay:
+                self.node.call_later(delay, lambda: self._run(
+                    [("start", c) for c in start], finish, failed))
+            else:
+                self._run([("start", c) for c in start], finish, failed)
+
+        def finish():
+            for c, err in failed:  # an init that failed is another crash of that child
+                self._queue.appendleft((c.name, True, f"init failed on restart: {err}"))
+            self._done()
+
+        self._run(steps, after_halt)
+
+    def _escalate(self, sup, name, reason, n) -> None:
+        text = (f"supervisor {sup.name!r}: restart intensity exceeded ({n} restarts within "
+                f"{sup.window_s:g} s, max_restarts={sup.max_restarts}); last exit: {name}: "
+                f"{reason}")
+        log.critical(text)
+        self.log[sup.name].clear()
+        halt = [("halt", c) for c in reversed(sup.leaves())]
+        if sup is self.root:
+            def stop_job():
+                self.node.request_shutdown(text, 1)
+                self._done()
+            self._run(halt, stop_job)
+            return
+
+        def up():  # the supervisor gave up: its parent sees one child crash
+            self._queue.appendleft((sup.name, True, f"supervisor gave up: {text}"))
+            self._done()
+        self._run(halt, up)
+
+    # ---- commands to the ranks ----------------------------------------------------
+
+    def _run(self, steps, then, failed=None) -> None:
+        """Run (cmd, child) steps one after another on the children's ranks."""
+        steps = list(steps)
+        node = self.node
+
+        def go(i):
+            if i == len(steps):
+                then()
+                return
+            cmd, child = steps[i]
+
+            def done(ok, value):
+                if not ok:
+                    if cmd == "start" and failed is not None:
+                        failed.append((child, value))
+                    else:
+                        log.error("supervisor: %s of %s failed: %s", cmd, child.name, value)
+                node._external.append(lambda: go(i + 1))  # on from the loop, not here
+            if child.rank == node.rank:
+                node.sup_command(cmd, child.name, done)
+            else:
+                node._system_ask(child.rank, "sup_cmd", (cmd, child.name), done,
+                                 _CMD_TIMEOUT_MS)
+        go(0)
+
+
+def _leaves(unit) -> list:
+    return unit.leaves() if isinstance(unit, SupervisorSpec) else [unit]

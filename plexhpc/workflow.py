@@ -1,0 +1,197 @@
+"""Workflow runs: a run proceeds beside the actor's mailbox, and every completed step is
+recorded so a run cut short by a crash or a relaunch resumes without repeating work.
+
+The model is replay, as in Temporal: the run handler is ordinary code that puts each
+piece of work worth keeping behind ``host.step(name, fn, ...)``. The first time a step
+runs, its result is written to this rank's checkpoint file; when the run is started
+again (after the actor restarts, or on the next launch of the app), the handler runs
+from the top and each step already recorded returns its recorded result instead of
+running. Code between steps must therefore be deterministic; a step that is not the
+one recorded at that position is reported, not guessed at.
+
+While a run waits (in an ask, or a step that asks), the actor keeps handling its other
+messages, so ``workflow_query:<name>`` answers during the run and
+``workflow_signal:<name>`` can change what the run does next.
+"""
+
+from __future__ import annotations
+
+import traceback
+import uuid
+
+from greenlet import GreenletExit, getcurrent, greenlet
+
+from . import errors as E
+from .log import get_logger
+
+__all__ = ["start_run", "status", "step", "resume_pending", "kill_run"]
+
+log = get_logger("actor")
+
+
+class Run:
+    __slots__ = ("run_id", "payload", "g", "token", "next_step", "done_steps", "resumed")
+
+    def __init__(self, run_id, payload, token, done_steps):
+        self.run_id = run_id
+        self.payload = payload
+        self.g = None
+        self.token = token
+        self.next_step = 0
+        self.done_steps = done_steps
+        self.resumed = bool(done_steps)
+
+
+def _wf_key(cell) -> str:
+    return f"wf:{cell.name or cell.id}"
+
+
+def _active_key(cell) -> str:
+    return _wf_key(cell) + "#active"
+
+
+def _here():
+    from .host import _here as here
+    return here()
+
+
+def start_run(self, **payload):
+    """Built-in ``workflow_run``: start a run (``run_id`` optional) and answer the ask
+    with its result when it finishes."""
+    node, cell = _here()
+    run = node.runs.get(cell.id)
+    if run is not None:
+        raise E.Rejected(f"workflow {cell.id} is already running {run.run_id!r}; query or "
+                         "signal it, or wait for it to finish")
+    run_id = payload.pop("run_id", None) or f"run-{uuid.uuid4().hex[:12]}"
+    if not isinstance(run_id, str):
+        raise E.Rejected(f"run_id must be a str, got {run_id!r}")
+    store = node.local_state.checkpoints
+    try:
+        store.save(_active_key(cell), {"run_id": run_id, "payload": payload,
+                                       "ctx": list(cell.ctx)}, 0)
+    except TypeError as exc:
+        raise E.Rejected(f"workflow_run payload cannot be recorded: {exc}") from None
+    token = node.defer_reply(cell)
+    _launch(node, cell, Run(run_id, payload, token, store.steps(_wf_key(cell), run_id)),
+            cell.ctx)
+
+
+def resume_pending(node, cell) -> bool:
+    """After (re)start: continue a run that was recorded as started but not finished."""
+    if cell.id in node.runs:
+        return False
+    store = node.local_state.checkpoints
+    try:
+        found = store.load(_active_key(cell))
+    except E.CheckpointRejected as exc:
+        log.error("%s: the record of its unfinished run was refused (%s); not resuming",
+                  cell.id, exc)
+        return False
+    if found is None:
+        return False
+    rec = found[0]
+    steps = store.steps(_wf_key(cell), rec["run_id"])
+    log.info("%s: resuming run %s after %d recorded step(s)", cell.id, rec["run_id"],
+             len(steps))
+    from .context import RequestContext
+    ctx = RequestContext(*rec["ctx"]) if rec.get("ctx") else cell.home_ctx
+    _launch(node, cell, Run(rec["run_id"], dict(rec["payload"]), None, steps), ctx)
+    return True
+
+
+def _launch(node, cell, run: Run, ctx) -> None:
+    g = greenlet(_body, node._hub)
+    g.cell = cell
+    g.ctx = ctx  # the run acts for whoever started it, whatever else the actor handles
+    run.g = g
+    node.runs[cell.id] = run
+    node._resume.append((g, (node, cell, run)))
+
+
+def _body(args):
+    node, cell, run = args
+    spec = cell.spec.workflow.run
+    try:
+        result = spec.invoke(cell.inst, dict(run.payload))
+    except GreenletExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a crash of the run is the actor's crash
+        tb = traceback.format_exc()
+        if node.runs.get(cell.id) is run:
+            del node.runs[cell.id]
+        if run.token is not None:
+            node.reply_to(run.token, False, E.RemoteError(
+                f"workflow run {run.run_id} of {cell.id} raised {type(exc).__name__}: {exc}",
+                remote_type=type(exc).__name__, remote_message=str(exc), rank=node.rank,
+                actor=cell.id, op="workflow_run", remote_traceback=tb))
+        node._crash(cell, exc, tb, f"workflow run {run.run_id}")
+        return None
+    if node.runs.get(cell.id) is run:
+        del node.runs[cell.id]
+    store = node.local_state.checkpoints
+    try:
+        store.finish_run(_wf_key(cell), run.run_id, result)
+        store.compact_runs(_wf_key(cell), keep=node.config.state.retention)
+    except TypeError as exc:
+        log.error("%s: the result of run %s cannot be recorded: %s", cell.id, run.run_id, exc)
+    store.delete(_active_key(cell))
+    if run.token is not None:
+        node.reply_to(run.token, True, result)
+    return None
+
+
+def kill_run(node, cell) -> None:
+    """Abandon ``cell``'s run (the actor crashed or stops); its record stays, so it
+    resumes on the next start. Runs from the hub, never inside the run itself."""
+    run = node.runs.pop(cell.id, None)
+    if run is None or run.g is None or run.g.dead or run.g is getcurrent():
+        return
+
+    def kill():
+        if not run.g.dead:
+            try:
+                run.g.throw(GreenletExit)
+            except GreenletExit:
+                pass
+    node._external.append(kill)
+
+
+def step(name: str, fn, *args, **kwargs):
+    """Run ``fn(*args, **kwargs)`` as step ``name`` of the current run, or return its
+    recorded result if this run already completed that step before a restart."""
+    node, cell = _here()
+    run = node.runs.get(cell.id)
+    if run is None or run.g is not getcurrent():
+        raise E.HostUsageError("host.step() works only inside a workflow's run handler")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a step needs a name (a non-empty str), got {name!r}")
+    idx = run.next_step
+    run.next_step += 1
+    rec = run.done_steps.get(idx)
+    if rec is not None:
+        if rec.get("name") != name:
+            raise E.StateError(
+                f"workflow {cell.id} run {run.run_id}: step {idx} was recorded as "
+                f"{rec.get('name')!r} but the run now takes {name!r} there; a resumed run "
+                "must take the same steps in the same order")
+        return rec.get("value")
+    value = fn(*args, **kwargs)
+    node.local_state.checkpoints.record_step(_wf_key(cell), run.run_id, idx,
+                                             {"name": name, "value": value})
+    return value
+
+
+def status(self, run_id: str | None = None) -> dict:
+    """Built-in ``workflow_status``: the current run, or a finished run's result."""
+    node, cell = _here()
+    run = node.runs.get(cell.id)
+    if run_id is None or (run is not None and run.run_id == run_id):
+        if run is None:
+            return {"status": "idle"}
+        return {"status": "running", "run_id": run.run_id, "steps_done": run.next_step,
+                "resumed": run.resumed}
+    found = node.local_state.checkpoints.run_result(_wf_key(cell), run_id)
+    if found is None:
+        return {"status": "unknown", "run_id": run_id}
+    return {"status": "completed", "run_id": run_id, "result": found}

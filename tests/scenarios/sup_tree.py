@@ -1,0 +1,77 @@
+"""Drives tests/scenarios/sup_tree.toml; rank 0 prints one RESULT line of JSON."""
+
+import json
+import os
+import time
+
+import plexhpc
+from plexhpc import actor, handler, host
+from scenario_util import err
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@actor
+class Reader:
+    @handler("count")
+    def count(self, pattern: list):
+        return len(host.ts.read_all(pattern))
+
+    @handler("stops")
+    def stops(self):
+        return [list(t[1:]) for t in host.ts.read_all(["stop", None, None])]
+
+
+def main():
+    out = {}
+    with plexhpc.start(os.path.join(HERE, "sup_tree.toml")) as node:
+        if not node.is_driver:
+            return
+        rd = node.spawn(Reader, rank=0)
+
+        def starts():
+            return {n: node.ask(rd, "count", {"pattern": ["start", n]})
+                    for n in ("a", "p1", "p2", "p3", "t1", "t2", "temp", "trans", "perm")}
+
+        def settle(check, seconds=10):
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                if check():
+                    return True
+                time.sleep(0.05)
+            return False
+
+        out["initial"] = starts()
+        err(lambda: node.ask("a", "crash"))  # one_for_one: a alone
+        settle(lambda: starts()["a"] == 2)
+        out["one_for_one"] = starts()
+        err(lambda: node.ask("p2", "crash"))  # rest_for_one: p2 and p3, not p1
+        settle(lambda: starts()["p3"] == 2)
+        out["rest_for_one"] = starts()
+        out["rest_for_one_stops"] = node.ask(rd, "stops")  # p3 stopped (terminate ran)
+        t0 = time.monotonic()
+        err(lambda: node.ask("t1", "crash"))  # one_for_all, after the 100 ms backoff
+        settle(lambda: starts()["t2"] == 2)
+        out["one_for_all"] = starts()
+        out["backoff_s"] = round(time.monotonic() - t0, 2)
+        out["messages_after_restart"] = [node.ask(n, "ping") for n in ("a", "p2", "t1")]
+        # restart types
+        node.ask("trans", "exit", {"reason": "normal"})
+        node.ask("perm", "exit", {"reason": "normal"})
+        err(lambda: node.ask("temp", "crash"))
+        time.sleep(0.5)
+        out["types"] = [type(err(lambda: node.ask("trans", "ping", timeout_ms=500))).__name__,
+                        node.ask("perm", "ping"),
+                        type(err(lambda: node.ask("temp", "ping", timeout_ms=500))).__name__]
+        out["types_starts"] = starts()
+        # the team's intensity is 1 in 30 s: a second crash escalates to the root, which
+        # restarts the whole team (one_for_one at the root) with a fresh intensity
+        err(lambda: node.ask("t2", "crash"))
+        settle(lambda: starts()["t1"] == 3)
+        out["escalated"] = starts()
+        out["alive_after_escalation"] = node.ask("t1", "ping")
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
