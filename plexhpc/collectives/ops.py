@@ -73,7 +73,9 @@ class Reduction:
         self.scalar = numba.njit(**{k: v for k, v in JIT.items() if k != "nopython"})(fn)
         scalar = self.scalar
 
-        @numba.njit(**{k: v for k, v in JIT.items() if k != "nopython"})
+        # a closure: numba's disk cache would add a new entry for it in every process
+        # (the cache grew by ~1000 files over a few test runs), so it is compiled anew
+        @numba.njit(**{k: v for k, v in JIT.items() if k not in ("nopython", "cache")})
         def combine_into(acc, x):
             for i in range(acc.size):
                 acc[i] = scalar(acc[i], x[i])
