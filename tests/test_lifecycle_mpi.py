@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import MPIEXEC, ROOT, SCENARIOS, mpirun, plexhpc_cli, run
+from conftest import SCENARIOS, mpirun, plexhpc_cli, run
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(180)]
 

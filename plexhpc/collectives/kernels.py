@@ -16,7 +16,7 @@ import time
 import numba
 import numpy as np
 
-__all__ = ["JIT", "pack_into", "unpack_from", "combine_into", "COMBINERS", "scale_into",
+__all__ = ["JIT", "pack_into", "unpack_from", "COMBINERS", "scale_into",
            "compile_all", "compile_seconds"]
 
 #: the jit options of every kernel here: nopython, cached on disk, no GIL needed

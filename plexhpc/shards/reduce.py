@@ -25,7 +25,6 @@ import pickle
 import struct
 import time
 
-import numpy as np
 from mpi4py import MPI
 
 from .. import errors as E

@@ -7,7 +7,6 @@ import time
 import numpy as np
 
 import plexhpc
-from plexhpc import errors as E
 from scenario_util import err
 
 

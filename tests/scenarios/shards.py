@@ -4,7 +4,6 @@ import json
 import time
 
 import plexhpc
-from plexhpc import errors as E
 from plexhpc.shards import hash_shard
 from scenario_util import err
 
