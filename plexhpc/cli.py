@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default=None, help="debug, info, warning (default), error")
 
     bench = sub.add_parser("bench", help="benchmarks that print JSON and Markdown reports")
-    bench.add_argument("suite", choices=["actors", "collectives", "shards"],
+    bench.add_argument("suite", choices=["actors", "collectives", "shards", "state"],
                        help="which benchmark")
     bench.add_argument("-n", "--ranks", type=int, default=None,
                        help="launch this many ranks with mpiexec (default 2; omit inside "

@@ -15,4 +15,7 @@ def run_suite(suite: str, args) -> int:
     if suite == "shards":
         from .shards import main
         return main(args)
+    if suite == "state":
+        from .state import main
+        return main(args)
     raise ValueError(f"unknown benchmark suite {suite!r}")

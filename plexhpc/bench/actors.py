@@ -13,7 +13,6 @@ by the same processes just before the node starts, so ratios compare like with l
 from __future__ import annotations
 
 import gc
-import json
 import os
 import resource
 import sys
@@ -24,7 +23,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .. import actor, handler, host, start, state
-from .report import markdown_table, percentile, write_report
+from .report import check_targets, emit, percentile
 
 #: (key, comparison, target) with one core per rank; the 4-on-2-cores run has its own
 TARGETS_2 = [
@@ -274,17 +273,9 @@ def main(args) -> int:
     res["remote_ask_256k_vs_pkl5"] = (res["remote_ask_256k_p50_us"]
                                       / res["pkl5_pingpong_256k_p50_us"])
     targets = TARGETS_2 if size == 2 else TARGETS_4
-    res["targets"] = {k: {"target": f"{cmp} {t}", "met": (res[k] <= t if cmp == "<=" else
-                                                          res[k] >= t)} for k, cmp, t in targets}
+    res["targets"] = check_targets(res, targets)
     res.update({"ranks": size, "pairs": size // 2, "quick": quick,
                 "cores": os.cpu_count(), "mpi": MPI.Get_library_version().splitlines()[0],
                 "python": sys.version.split()[0],
                 "maxrss_kb_rank0": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
-    res = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in res.items()}
-    title = f"plexhpc bench actors ({size} ranks)"
-    if getattr(args, "report", None):
-        write_report(args.report, "actors", res, title)
-    if not getattr(args, "json", False):
-        print(markdown_table(title, res))
-    print(json.dumps(res), flush=True)
-    return 0
+    return emit(args, "actors", f"plexhpc bench actors ({size} ranks)", res)

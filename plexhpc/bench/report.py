@@ -41,3 +41,21 @@ def write_report(directory: str, name: str, result: dict, title: str) -> list:
     with open(mpath, "w") as fh:
         fh.write(markdown_table(title, result))
     return [jpath, mpath]
+
+
+def check_targets(result: dict, targets) -> dict:
+    """``{key: {target, met}}`` for ``(key, "<=" | ">=", value)`` targets."""
+    return {k: {"target": f"{cmp} {t}", "met": (result[k] <= t if cmp == "<=" else
+                                                result[k] >= t)} for k, cmp, t in targets}
+
+
+def emit(args, name: str, title: str, result: dict) -> int:
+    """Round floats, write the report files if asked, print Markdown (unless --json)
+    and the JSON line last."""
+    result = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items()}
+    if getattr(args, "report", None):
+        write_report(args.report, name, result, title)
+    if not getattr(args, "json", False):
+        print(markdown_table(title, result))
+    print(json.dumps(result), flush=True)
+    return 0
