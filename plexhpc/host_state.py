@@ -22,7 +22,9 @@ _SEP = "\x1f"  # cannot occur in a tenant or namespace label (they are printable
 
 
 def _here():
-    from .host import _here as here
+    global _here
+    from .host import _here as here  # host imports this module: bind on first use
+    _here = here
     return here()
 
 
@@ -33,6 +35,9 @@ def current_ctx(cell):
 
 
 def _call(node, prim, op, scope, args, timeout_ms=0):
+    svc = node.state_service
+    if svc is not None and not timeout_ms:  # the stores are here: no message, no wait
+        return svc.call(prim, op, scope, args)
     return node.wait_from_actor(
         lambda done: node.state_request((prim, op, scope, args, timeout_ms), done))
 

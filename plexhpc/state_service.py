@@ -84,46 +84,54 @@ class StateService:
 
     # ---- requests -----------------------------------------------------------------
 
+    def call(self, prim, op, scope, args):
+        """Answer a request that does not wait, now: the value, or an exception raised
+        (InvalidMessage for bad arguments). The state rank's own actors call this
+        directly; everything else comes through :meth:`handle`."""
+        try:
+            if self._conn is None:
+                self._open()
+            if prim == "kv":
+                if op not in KV_OPS:
+                    raise E.StateError(f"unknown KV op {op!r}; expected one of {list(KV_OPS)}")
+                return getattr(self.kv, op)(scope, *args)
+            if prim == "ts":
+                if op not in TS_OPS:
+                    raise E.StateError(f"unknown TupleSpace op {op!r}; expected one of "
+                                       f"{list(TS_OPS)}")
+                return getattr(self.ts, op)(scope, *args)
+            if prim == "ch":
+                return self._channel(op, scope, args)
+            raise E.StateError(f"unknown state primitive {prim!r}")
+        except E.PlexError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise E.InvalidMessage(f"{prim}.{op}: {exc}") from None
+
     def handle(self, req, done) -> None:
-        """Run one request; ``done(ok, value)`` now or, for a parked one, later."""
+        """Run one request; ``done(ok, value)`` now or, for a blocking call that found
+        nothing yet, when a write/send answers it or its timeout runs out."""
         prim, op, scope, args, timeout_ms = req
         try:
-            self._open()
-            if prim == "kv":
-                self._kv(op, scope, args, done)
-            elif prim == "ts":
-                self._ts(op, scope, args, timeout_ms, done)
-            elif prim == "ch":
-                self._channel(op, scope, args, timeout_ms, done)
+            if prim == "ts" and op in ("read", "take") and timeout_ms:
+                self._ts_wait(op, scope, args[0], timeout_ms, done)
+            elif prim == "ch" and op == "receive" and timeout_ms:
+                msg = self.call(prim, op, scope, args)
+                if msg is not None:
+                    done(True, msg)
+                else:
+                    self._park_receive(scope, args[0], args[1], timeout_ms, done)
             else:
-                raise E.StateError(f"unknown state primitive {prim!r}")
+                done(True, self.call(prim, op, scope, args))
         except E.PlexError as exc:
             done(False, exc)
-        except (TypeError, ValueError) as exc:
-            done(False, E.InvalidMessage(f"{prim}.{op}: {exc}"))
 
-    def _kv(self, op, scope, args, done) -> None:
-        if op not in KV_OPS:
-            raise E.StateError(f"unknown KV op {op!r}; expected one of {list(KV_OPS)}")
-        done(True, getattr(self.kv, op)(scope, *args))
-
-    def _ts(self, op, scope, args, timeout_ms, done) -> None:
-        if op not in TS_OPS:
-            raise E.StateError(f"unknown TupleSpace op {op!r}; expected one of {list(TS_OPS)}")
-        ts = self.ts
-        if op == "write":
-            ts.write(scope, args[0])
-            done(True, None)
-            return
-        if op in ("read_all", "count"):
-            done(True, getattr(ts, op)(scope, *args))
-            return
-        pattern = args[0]
-        found = ts.take(scope, pattern) if op == "take" else ts.read(scope, pattern)
-        if found is not None or not timeout_ms:
+    def _ts_wait(self, op, scope, pattern, timeout_ms, done) -> None:
+        found = self.call("ts", op, scope, (pattern,))
+        if found is not None:
             done(True, found)
             return
-        # park until a matching write or the timeout
+        ts = self.ts
         state = {"done": False}
 
         def on_match(tup):
@@ -140,29 +148,28 @@ class StateService:
                                            f"within {timeout_ms:g} ms"))
         self.node.call_later(timeout_ms / 1000.0, expire)
 
-    def _channel(self, op, scope, args, timeout_ms, done) -> None:
-        if op not in CHANNEL_OPS:
-            raise E.StateError(f"unknown channel op {op!r}; expected one of "
-                               f"{list(CHANNEL_OPS)}")
+    def _channel(self, op, scope, args):
         ch = self.channels
         if op == "receive":
-            channel, visibility_ms = args
-            msg = ch.receive(scope, channel, visibility_ms)
-            if msg is not None or not timeout_ms:
-                done(True, msg)
-                return
-            self._park_receive(scope, channel, visibility_ms, timeout_ms, done)
-            return
+            return ch.receive(scope, *args)
         if op == "send":
             channel, msg_type, payload, idem = args
             result = ch.send(scope, channel, msg_type, payload, idempotency_key=idem)
-        else:
-            result = getattr(ch, op)(scope, *args)
-        done(True, result)
+            if self._ch_waiters:
+                self._wake(scope, channel)
+            return result
         if op == "ack":
+            ch.ack(scope, *args)
             self._flush_soon()
-        elif op == "send" or (op == "nack" and (len(args) < 3 or args[2])):
-            self._wake(scope, args[0])
+            return None
+        if op == "nack":
+            ch.nack(scope, *args)
+            if self._ch_waiters and (len(args) < 3 or args[2]):
+                self._wake(scope, args[0])
+            return None
+        if op in ("depth", "dead_letters"):
+            return getattr(ch, op)(scope, *args)
+        raise E.StateError(f"unknown channel op {op!r}; expected one of {list(CHANNEL_OPS)}")
 
     def _park_receive(self, scope, channel, visibility_ms, timeout_ms, done) -> None:
         key = (scope, channel)
