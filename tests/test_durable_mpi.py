@@ -73,6 +73,9 @@ def test_metrics_facet_counts_messages_errors_and_checkpoints(runs):
     first, _, _ = runs
     messages, errors, adds, checkpoints = first["metrics"]
     assert messages == 8 and errors == 1 and adds == 5 and checkpoints
+    prom = first["prometheus"]
+    assert 'plexhpc_actor_messages_total{actor="fragile@0",op="add"} 1.0' in prom
+    assert 'plexhpc_actor_errors_total{actor="fragile@0",op="add"} 0.0' in prom
 
 
 def test_on_corrupt_escalate_refuses_to_start_on_a_tampered_checkpoint():

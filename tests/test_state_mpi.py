@@ -93,6 +93,7 @@ def test_monitors_and_links(r):
     assert r["monitor_noproc"] == ["noproc"]
     assert r["link_self"] == ["RemoteError", True]
     assert r["linked_crash"] and "LinkedExit" in r["linked_crash"][0]
+    assert r["exits_after_unlinked_crash"] == 0
 
 
 def test_gen_event_runs_every_handler_and_forwards_to_subscribers(r):

@@ -38,6 +38,8 @@ def main(phase):
             for _ in range(4):
                 node.ask("batched", "add")
             node.ask("fragile", "add", {"n": 7})
+            out["prometheus"] = [line for line in node.metrics_text().splitlines()
+                                 if "fragile" in line and not line.startswith("#")]
             node.ask("counter", "arm", {"delay_ms": 1500})  # fires after the relaunch
             # virtual actor: not started until its first message, deactivated when idle
             out["lazy_starts_before"] = node.ask(rd, "starts", {"name": "lazy"})

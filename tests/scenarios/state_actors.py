@@ -87,6 +87,11 @@ class Watcher:
         host.link(target)
         return True
 
+    @handler("unlink")
+    def unlink(self, target: str):
+        host.unlink(target)
+        return True
+
     @handler("__DOWN__", "cast")
     def on_down(self, down_from: str = "", monitor_ref: str = "", down_reason: str = ""):
         self.downs.append([down_from, monitor_ref, down_reason])

@@ -174,6 +174,14 @@ def main():
         out["monitor_noproc"] = [d[2] for d in node.ask(w, "seen")["downs"] if d[1] == ref4]
         e = err(lambda: node.ask(w, "link", {"target": w}))
         out["link_self"] = [type(e).__name__, "cannot link to itself" in str(e)]
+        # after unlink, a crash sends no __EXIT__
+        v4 = node.spawn("state_actors:Victim", name="victim4", rank=last)
+        node.ask(w, "link", {"target": v4})
+        node.ask(w, "unlink", {"target": v4})
+        exits_before = len(node.ask(w, "seen")["exits"])
+        err(lambda: node.ask(v4, "crash"))
+        time.sleep(0.3)
+        out["exits_after_unlinked_crash"] = len(node.ask(w, "seen")["exits"]) - exits_before
         # a linked actor without an __EXIT__ handler goes down with its peer
         v2 = node.spawn("state_actors:Victim", name="victim2", rank=last)
         v3 = node.spawn("state_actors:Victim", name="victim3", rank=0)
