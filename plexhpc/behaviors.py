@@ -14,10 +14,14 @@ at message time except the small wrappers it installs.
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass, field
 
 from .errors import InvalidMessage
+from .log import get_logger
+
+log = get_logger("actor")
 
 __all__ = ["FsmSpec", "WorkflowSpec", "complete_spec", "fsm_rejection"]
 
@@ -58,6 +62,7 @@ def _complete_event(spec, event_fns: dict) -> None:
     from .actor import CAST, CALL, HandlerSpec, StateField
 
     spec.fields.setdefault("event_subscribers", StateField(default_factory=dict))
+    spec.fields.setdefault("event_handlers_removed", StateField(default_factory=list))
     for op, handlers in event_fns.items():
         spec.handlers[op] = HandlerSpec(op, _fan_in(op, tuple(handlers)), CAST, (), (), True)
     if "subscribe" not in spec.handlers:
@@ -70,8 +75,17 @@ def _complete_event(spec, event_fns: dict) -> None:
 
 def _fan_in(op, handlers):
     def run_all(self, **payload):
+        removed = self.event_handlers_removed
         for h in handlers:
-            h.invoke(self, payload)
+            name = h.func.__name__
+            if name in removed:
+                continue
+            try:
+                h.invoke(self, payload)
+            except Exception:  # noqa: BLE001 - OTP gen_event: drop the handler, go on
+                removed.append(name)
+                log.exception("event handler %s for %r raised; it is removed (the other "
+                              "handlers keep running)", name, op)
         subs = self.__dict__.get("event_subscribers")
         if subs:
             from .host import host
@@ -139,7 +153,7 @@ def _complete_fsm(spec, options: dict) -> None:
         bad = [s for s in (h.states or ()) if s not in states]
         if bad:
             raise TypeError(f"{name}: handler {op!r} lists unknown states {bad}")
-        h.func = _guarded(fsm, h)
+        h.func = _guarded(fsm, h, tuple(spec.fields))
     if "transition" not in spec.handlers:
         spec.handlers["transition"] = HandlerSpec("transition", _transition(fsm), CALL,
                                                   ("to",), ("to",))
@@ -152,7 +166,7 @@ def fsm_rejection(state: str, message: str, **extra) -> dict:
     return {"status": "rejected", "state": state, "error": message, **extra}
 
 
-def _guarded(fsm: FsmSpec, h):
+def _guarded(fsm: FsmSpec, h, fields: tuple):
     fn = h.func
     allowed_in = h.states
 
@@ -162,10 +176,13 @@ def _guarded(fsm: FsmSpec, h):
         if allowed_in is not None and before not in allowed_in:
             return fsm_rejection(before, f"op {h.op!r} is not accepted in state {before!r} "
                                          f"(only in {list(allowed_in)})")
+        d = self.__dict__
+        # what the handler may change, so a refused transition leaves no trace at all
+        saved = copy.deepcopy({k: d[k] for k in fields if k in d})
         result = fn(self, **kwargs)
         after = self.fsm_state
         if after != before and not fsm.allowed(before, after):
-            self.fsm_state = before
+            d.update(saved)
             return fsm_rejection(before, f"illegal transition {before!r} -> {after!r} by op "
                                          f"{h.op!r}; state stays {before!r}",
                                  **{"from": before, "to": after})

@@ -26,7 +26,7 @@ class ActorCell:
     __slots__ = ("id", "name", "spec", "inst", "mailbox", "running", "queued", "status",
                  "restart", "args", "init_waiter", "seq", "groups", "stop_reason",
                  "stop_waiters", "restarts", "supervised", "pending_init", "current",
-                 "ctx", "home_ctx", "caps", "monitors", "links", "facets", "trap_exit")
+                 "ctx", "home_ctx", "caps", "monitors", "links", "facets", "watching")
 
     def __init__(self, aid, name, spec, args, restart, seq, supervised):
         self.id = aid
@@ -54,7 +54,7 @@ class ActorCell:
         self.monitors = None  # ref -> watcher id: who gets __DOWN__ when this one stops
         self.links = None    # peer ids: who gets __EXIT__ when this one crashes
         self.facets = None   # runtime state of its facets (durability, virtual, metrics)
-        self.trap_exit = False
+        self.watching = None  # ref -> target: the monitors this actor holds
 
 
 def rank_of(actor_id: str) -> int:

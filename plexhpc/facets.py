@@ -214,8 +214,10 @@ def on_started(node, cell, fs: FacetState, first: bool) -> None:
     if fs.timers and first:
         from .durable import now_ms
         now = now_ms()
-        for timer_id, due, op, payload in node.local_state.timers.pending(fs.key):
-            node.arm_timer(cell, max(0, due - now), op, payload, cell.home_ctx, timer_id)
+        from .context import RequestContext
+        for timer_id, due, op, rec in node.local_state.timers.pending(fs.key):
+            ctx = RequestContext(*rec["ctx"]) if rec.get("ctx") else cell.home_ctx
+            node.arm_timer(cell, max(0, due - now), op, rec.get("payload"), ctx, timer_id)
     if fs.virtual:
         node.call_later(fs.idle_ms / 1000.0, lambda: idle_check(node, cell, fs))
 

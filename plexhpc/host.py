@@ -17,6 +17,7 @@ from greenlet import getcurrent
 
 from . import errors as E
 from . import node as _node_mod
+from .node import RESERVED_OPS
 from .pool_calls import PoolCalls
 from .shards import api as _shard_api
 from .context import DEFAULT_CONTEXT, require
@@ -30,6 +31,15 @@ _log = get_logger("actor")
 DEFAULT_TIMEOUT_MS = 5000
 
 
+def _finite(value, what: str) -> float:
+    """A timeout or delay in ms: a finite number >= 0, at most a week."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            0 <= value <= _MAX_TIMEOUT_MS):
+        raise ValueError(f"{what} must be a number of milliseconds between 0 and "
+                         f"{_MAX_TIMEOUT_MS:.0f} (a week), got {value!r}")
+    return float(value)
+
+
 def _here():
     cell = getattr(getcurrent(), "cell", None)
     if cell is None:
@@ -39,9 +49,15 @@ def _here():
     return _node_mod._current, cell
 
 
+_MAX_TIMEOUT_MS = 7 * 24 * 3600 * 1000.0
+
+
 def _check(op, payload):
     if not isinstance(op, str) or not op:
         raise E.InvalidMessage(f"op must be a non-empty str, got {op!r}")
+    if op in RESERVED_OPS:
+        raise E.InvalidMessage(f"op {op!r} is reserved for the runtime (monitors, links, "
+                               "lifecycle) and cannot be sent")
     if payload is not None and not isinstance(payload, dict):
         raise E.InvalidMessage(f"payload for {op!r} must be a dict (or None), got "
                                f"{type(payload).__name__}")
@@ -54,8 +70,9 @@ class ProcessGroups:
 
     @staticmethod
     def _lookup(node, cell, group, fn):
-        out = fn(scoped_group(cell.ctx, group))
-        if cell.ctx.scope != DEFAULT_CONTEXT.scope:
+        ctx = current_ctx(cell)
+        out = fn(scoped_group(ctx, group))
+        if ctx.scope != DEFAULT_CONTEXT.scope:
             seen = set(out)
             out += [a for a in fn(scoped_group(DEFAULT_CONTEXT, group)) if a not in seen]
         return out
@@ -63,12 +80,12 @@ class ProcessGroups:
     def join(self, group: str) -> None:
         """Add the calling actor to ``group`` (idempotent)."""
         node, cell = _here()
-        node.groups.join(cell, scoped_group(cell.ctx, group))
+        node.groups.join(cell, scoped_group(current_ctx(cell), group))
 
     def leave(self, group: str) -> bool:
         """Remove the calling actor from ``group``; False if it was not a member."""
         node, cell = _here()
-        return node.groups.leave(cell, scoped_group(cell.ctx, group))
+        return node.groups.leave(cell, scoped_group(current_ctx(cell), group))
 
     def members(self, group: str) -> list:
         """Member ids on every rank, in a stable order."""
@@ -91,7 +108,7 @@ class ProcessGroups:
         node, cell = _here()
         members = self._lookup(node, cell, group, node.groups.members)
         for aid in members:
-            node.send_from(cell.id, aid, op, payload, cell.ctx)
+            node.send_from(cell.id, aid, op, payload, current_ctx(cell))
         return len(members)
 
 
@@ -105,6 +122,10 @@ class Host(PoolCalls, KVCalls):
     def _check_actor_class(path: str) -> None:
         _here()[0]._class_ref(path)
 
+    @staticmethod
+    def _require_pools() -> None:
+        require(_here()[1], "pools")
+
     process_groups = ProcessGroups()
 
     # ---- messaging --------------------------------------------------------------------
@@ -117,7 +138,7 @@ class Host(PoolCalls, KVCalls):
         :class:`~plexhpc.errors.AskTimeout`, :class:`~plexhpc.errors.ActorNotFound` or
         :class:`~plexhpc.errors.RemoteError` (the target's handler raised)."""
         _check(op, payload)
-        if not timeout_ms or timeout_ms <= 0:
+        if not _finite(timeout_ms, "timeout_ms"):
             raise ValueError(f"timeout_ms must be > 0, got {timeout_ms!r}")
         node, cell = _here()
         return node.ask_from_actor(cell, to, op, payload, timeout_ms)
@@ -129,7 +150,7 @@ class Host(PoolCalls, KVCalls):
         exception that ask ended with (AskTimeout, RemoteError...). Fan-out without
         asking one after another."""
         _check(op, payload)
-        if not timeout_ms or timeout_ms <= 0:
+        if not _finite(timeout_ms, "timeout_ms"):
             raise ValueError(f"timeout_ms must be > 0, got {timeout_ms!r}")
         node, cell = _here()
         targets = list(targets)
@@ -163,9 +184,9 @@ class Host(PoolCalls, KVCalls):
     def send_after(self, delay_ms: float, op: str, payload: dict | None = None) -> None:
         """Deliver ``op`` to this actor itself after ``delay_ms`` (a timer)."""
         _check(op, payload)
-        if delay_ms is None or delay_ms < 0:
-            raise ValueError(f"delay_ms must be >= 0, got {delay_ms!r}")
+        _finite(delay_ms, "delay_ms")
         node, cell = _here()
+        require(cell, "timers")
         node.send_after(cell, delay_ms, op, payload)
 
     # ---- identity and time ----------------------------------------------------------
@@ -231,8 +252,10 @@ class Host(PoolCalls, KVCalls):
         node, cell = _here()
         require(cell, "spawn")
         ref = node._class_ref(actor_class)
+        _finite(timeout_ms, "timeout_ms")
         return node.wait_from_actor(
-            lambda done: node._start_spawn(ref, name, rank, args, restart, done, cell.ctx))
+            lambda done: node._start_spawn(ref, name, rank, args, restart, done,
+                                           current_ctx(cell), cell.caps, timeout_ms))
 
     def spawn_many(self, actor_class, count: int, *, rank: int | None = None,
                    args: dict | None = None, timeout_ms: float = 600000) -> list:
@@ -241,8 +264,10 @@ class Host(PoolCalls, KVCalls):
         node, cell = _here()
         require(cell, "spawn")
         ref = node._class_ref(actor_class)
+        _finite(timeout_ms, "timeout_ms")
         return node.wait_from_actor(
-            lambda done: node._start_spawn_many(ref, count, rank, args, done, cell.ctx))
+            lambda done: node._start_spawn_many(ref, count, rank, args, done,
+                                                current_ctx(cell), cell.caps, timeout_ms))
 
     # ---- shard groups ---------------------------------------------------------------
 

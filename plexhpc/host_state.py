@@ -38,8 +38,27 @@ def _call(node, prim, op, scope, args, timeout_ms=0):
     svc = node.state_service
     if svc is not None and not timeout_ms:  # the stores are here: no message, no wait
         return svc.call(prim, op, scope, args)
-    return node.wait_from_actor(
-        lambda done: node.state_request((prim, op, scope, args, timeout_ms), done))
+    caller = getcurrent()
+
+    def start(done):
+        def answered(ok, value):
+            if ok and value is not None and caller.dead:
+                _give_back(node, prim, op, scope, args, value)
+            done(ok, value)
+        node.state_request((prim, op, scope, args, timeout_ms), answered)
+    return node.wait_from_actor(start)
+
+
+def _give_back(node, prim, op, scope, args, value) -> None:
+    """The caller was killed (its actor crashed or was stopped) while it waited: what
+    was taken for it goes back, so nothing is lost with it."""
+    if prim == "ts" and op == "take":
+        req = ("ts", "write", scope, (value,), 0)
+    elif prim == "ch" and op == "receive":
+        req = ("ch", "nack", scope, (args[0], value["msg_id"], True), 0)
+    else:
+        return
+    node.state_request(req, lambda ok, v: None)
 
 
 def _key(key) -> str:
@@ -48,10 +67,16 @@ def _key(key) -> str:
     return key
 
 
-def _timeout(timeout_ms) -> float:
-    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, (int, float)) or (
-            timeout_ms < 0):
-        raise ValueError(f"timeout_ms must be a number >= 0, got {timeout_ms!r}")
+_MAX_WAIT_MS = 7 * 24 * 3600 * 1000.0
+
+
+def _timeout(timeout_ms, what: str = "timeout_ms") -> float:
+    """A finite wait in milliseconds: >= 0, at most a week (inf or nan would park the
+    caller, and with it its actor, for ever)."""
+    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, (int, float)) or not (
+            0 <= timeout_ms <= _MAX_WAIT_MS):
+        raise ValueError(f"{what} must be a number of milliseconds between 0 and "
+                         f"{_MAX_WAIT_MS:.0f} (a week), got {timeout_ms!r}")
     return float(timeout_ms)
 
 
@@ -85,8 +110,9 @@ class KVCalls:
 
     def kv_put_with_ttl(self, key: str, value, ttl_ms: float, *, shared: bool = False) -> None:
         """Store ``value`` for ``ttl_ms`` milliseconds; afterwards it reads as absent."""
-        if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, (int, float)) or ttl_ms <= 0:
-            raise ValueError(f"ttl_ms must be > 0, got {ttl_ms!r}")
+        if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, (int, float)) or not (
+                0 < ttl_ms < float("inf")):
+            raise ValueError(f"ttl_ms must be > 0 (and finite), got {ttl_ms!r}")
         self._kv("put_with_ttl", key, (_key(key), value, max(1, int(ttl_ms))), shared)
 
     def kv_delete(self, key: str, *, shared: bool = False) -> bool:
@@ -199,8 +225,7 @@ class ChannelCalls:
         enqueued_at_ms}``, leased to the caller; waits up to ``timeout_ms`` (0: not at
         all) and returns None if nothing came."""
         t = _timeout(timeout_ms)
-        if isinstance(visibility_ms, bool) or not isinstance(visibility_ms, (int, float)) or (
-                visibility_ms <= 0):
+        if not _timeout(visibility_ms, "visibility_ms"):
             raise ValueError(f"visibility_ms must be > 0, got {visibility_ms!r}")
         try:
             return self._ch("receive", (_channel_name(channel), max(1, int(visibility_ms))), t)

@@ -163,7 +163,6 @@ class Node(PoolCalls):
         self._drain_deadline = 0.0
         self._final_deadline = 0.0
         self._stopped_peers: set = set()
-        self._monitors_out: dict | None = None  # monitor ref -> the actor it watches
         self.runs: dict = {}  # actor id -> its workflow run in progress
         self._stopping_actors = False
         self._ready_peers: set = set()
@@ -587,11 +586,13 @@ class Node(PoolCalls):
 
     def send_after(self, cell, delay_ms: float, op: str, payload) -> None:
         timer_id = None
+        ctx = getattr(getcurrent(), "ctx", None) or cell.ctx
         if cell.facets is not None and cell.facets.timers:  # durable: survives restarts
             from .durable import now_ms
-            timer_id = self.local_state.timers.add(cell.facets.key,
-                                                   now_ms() + int(delay_ms), op, payload)
-        self.arm_timer(cell, delay_ms, op, payload, cell.ctx, timer_id)
+            timer_id = self.local_state.timers.add(
+                cell.facets.key, now_ms() + int(delay_ms), op,
+                {"payload": payload, "ctx": list(ctx)})
+        self.arm_timer(cell, delay_ms, op, payload, ctx, timer_id)
 
     def arm_timer(self, cell, delay_ms, op, payload, ctx, timer_id=None) -> None:
         heapq.heappush(self._timers, (_monotonic() + delay_ms / 1000.0, next(self._tseq),
@@ -613,11 +614,18 @@ class Node(PoolCalls):
     def monitor(self, cell, target: str) -> str:
         """Watch ``target``: exactly one ``__DOWN__`` cast reaches ``cell`` when it stops
         for any reason (at once, reason ``noproc``, if it does not exist)."""
-        aid, r = self._resolve(target)
         ref = f"mon-{self.rank}-{next(self._corr)}"
-        if self._monitors_out is None:
-            self._monitors_out = {}
-        self._monitors_out[ref] = aid
+        if cell.watching is None:
+            cell.watching = {}
+        try:
+            aid, r = self._resolve(target)
+        except E.ActorNotFound:  # an unknown name: down already, as in Erlang
+            cell.watching[ref] = str(target)
+            self._deliver((SEND, cell.id, str(target), "__DOWN__", {
+                "down_from": str(target), "monitor_ref": ref, "down_reason": "noproc"},
+                0, -1, None))
+            return ref
+        cell.watching[ref] = aid
         if r == self.rank:
             self._add_monitor(aid, ref, cell.id)
         else:
@@ -626,9 +634,14 @@ class Node(PoolCalls):
         return ref
 
     def demonitor(self, cell, ref: str) -> bool:
-        aid = (self._monitors_out or {}).pop(ref, None)
+        """Stop watching: False if ``ref`` is not one of this actor's live monitors (it
+        fired already, or belongs to another actor). No ``__DOWN__`` for it is handled
+        afterwards, even one already on its way."""
+        aid = (cell.watching or {}).pop(ref, None)
         if aid is None:
             return False
+        if "@" not in aid:
+            return True
         r = rank_of(aid)
         if r == self.rank:
             self._drop_monitor(aid, ref)
@@ -710,12 +723,17 @@ class Node(PoolCalls):
 
     # ---- the supervision tree's side on this rank ---------------------------------
 
+    @property
+    def shutting_down(self) -> bool:
+        return self._phase >= P_DRAINING
+
     def _report_exit(self, name, abnormal, reason) -> None:
+        gen = self._cells[f"{name}@{self.rank}"].restarts
         if self.tree is not None:
-            self.tree.report(name, abnormal, reason)
+            self.tree.report(name, abnormal, reason, gen)
         else:
-            self.transport.post(0, (SYS, None, None, "sup_exit", (name, abnormal, reason), 0,
-                                    -1, None))
+            self.transport.post(0, (SYS, None, None, "sup_exit", (name, abnormal, reason, gen),
+                                    0, -1, None))
 
     def exit_actor(self, cell, reason: str) -> None:
         """An actor ends itself: a config child is handed to its supervisor (a normal
@@ -760,7 +778,11 @@ class Node(PoolCalls):
         if g is not None and g is not here:
             cell.running = None
             self._busy -= 1
+            env, cell.current = cell.current, None
             _kill(g)
+            if env is not None:  # the caller of the killed handler hears why at once
+                self._reply_error(env, E.NOT_FOUND, f"actor {cell.id} was stopped ({reason}) "
+                                  f"while handling {env[3]!r}")
         if cell.status != STOPPED:
             cell.status = STARTING  # no messages run while it stops; they wait for it
         if cell.inst is None or cell.spec.terminate is None or g is here:
@@ -805,8 +827,9 @@ class Node(PoolCalls):
         if cell.groups:
             self.groups.leave_all(cell)
         self._kill_run(cell)
+        cell.watching = None
         if cell.monitors or cell.links:
-            self._notify_down(cell, reason, reason not in ("normal", "shutdown", "removed"))
+            self._notify_down(cell, reason, reason != "normal")
         cell.inst = None
         cell.pending_init = False
         if cell.status != STOPPED:
@@ -820,7 +843,11 @@ class Node(PoolCalls):
             kill_run(self, cell)
 
     def _notify_down(self, cell, reason: str, abnormal: bool) -> None:
-        """Fire ``cell``'s monitors (always) and links (abnormal exits only), once."""
+        """Fire ``cell``'s monitors (always) and links (abnormal exits only: any reason
+        but "normal", "shutdown" included, as in OTP), once. While the job shuts down,
+        links are not propagated: every actor is stopping anyway, in order."""
+        if self.shutting_down:
+            abnormal = False
         mons, cell.monitors = cell.monitors, None
         for ref, watcher in (mons or {}).items():
             self._send_quiet(watcher, "__DOWN__", {"down_from": cell.id, "monitor_ref": ref,
@@ -860,7 +887,9 @@ class Node(PoolCalls):
         fc = facets if facets is not None else (parse_facets(spec.facets, spec.type_name)
                                                 if spec.facets else None)
         if fc:
-            cell.facets = FacetState(f"actor:{name or aid}", fc)
+            # the key names the class too: another class under the same name in a later
+            # launch must not be handed this one's state
+            cell.facets = FacetState(f"actor:{name or aid}:{spec.type_name}", fc)
             if fc.get("virtual_actor") and not cell.facets.eager:
                 cell.facets.dormant = True
                 self._cells[aid] = cell
@@ -943,7 +972,8 @@ class Node(PoolCalls):
         import cloudpickle
         return cloudpickle.loads(data)
 
-    def _start_spawn(self, ref, name, rank, args, restart, done, ctx=None) -> None:
+    def _start_spawn(self, ref, name, rank, args, restart, done, ctx=None, caps=None,
+                     timeout_ms=30000) -> None:
         target = self.rank if rank is None else rank
         if not isinstance(target, int) or not 0 <= target < self.size:
             done(False, ValueError(f"spawn: rank {rank!r} out of range 0..{self.size - 1}"))
@@ -963,11 +993,12 @@ class Node(PoolCalls):
             return
         if target == self.rank:
             self._spawn_local(ref[2] if len(ref) > 2 else self._load_class(ref), name, args,
-                              restart, done, ctx)
+                              restart, done, ctx, caps)
             return
-        self._system_ask(target, "spawn", (ref[:2], name, args, restart, ctx), done, 30000)
+        self._system_ask(target, "spawn", (ref[:2], name, args, restart, ctx, caps), done,
+                         timeout_ms)
 
-    def _spawn_local(self, cls, name, args, restart, done, ctx=None) -> None:
+    def _spawn_local(self, cls, name, args, restart, done, ctx=None, caps=None) -> None:
         try:
             spec = spec_of(cls)
         except TypeError as exc:
@@ -979,7 +1010,8 @@ class Node(PoolCalls):
         label = name or f"{cls.__name__}-{next(self._spawn_seq)}"
         aid = f"{label}@{self.rank}"
         try:
-            cell = self._new_cell(aid, name, spec, args, restart, True, ctx)
+            cell = self._new_cell(aid, name, spec, args, restart, True, ctx,
+                                  _narrow(spec.capabilities, caps))
         except Exception as exc:  # noqa: BLE001 - the class's own __init__ failed
             done(False, E.RemoteError(f"creating {aid} failed: {type(exc).__name__}: {exc}",
                                       remote_type=type(exc).__name__, remote_message=str(exc),
@@ -997,7 +1029,8 @@ class Node(PoolCalls):
 
         self._queue_init(cell, after_init)
 
-    def _start_spawn_many(self, ref, count, rank, args, done, ctx=None) -> None:
+    def _start_spawn_many(self, ref, count, rank, args, done, ctx=None, caps=None,
+                          timeout_ms=600000) -> None:
         target = self.rank if rank is None else rank
         if not isinstance(target, int) or not 0 <= target < self.size:
             done(False, ValueError(f"spawn_many: rank {rank!r} out of range 0..{self.size - 1}"))
@@ -1007,11 +1040,12 @@ class Node(PoolCalls):
             return
         if target == self.rank:
             self._spawn_many_local(ref[2] if len(ref) > 2 else self._load_class(ref), count,
-                                   args, done, ctx)
+                                   args, done, ctx, caps)
             return
-        self._system_ask(target, "spawn_many", (ref[:2], count, args, ctx), done, 600000)
+        self._system_ask(target, "spawn_many", (ref[:2], count, args, ctx, caps), done,
+                         timeout_ms)
 
-    def _spawn_many_local(self, cls, count, args, done, ctx=None) -> None:
+    def _spawn_many_local(self, cls, count, args, done, ctx=None, caps=None) -> None:
         """Create ``count`` unnamed actors of one class; ``done(True, ids)`` after every
         init succeeded (the first failure is reported and the whole batch stopped)."""
         try:
@@ -1038,11 +1072,12 @@ class Node(PoolCalls):
                         self.stop_actor(c, "spawn_many failed")
                     done(False, state[1])
 
+        caps = _narrow(spec.capabilities, caps)
         base, rank, seq = cls.__name__, self.rank, self._spawn_seq
         new_cell, queue_init = self._new_cell, self._queue_init
         for _ in range(count):
             aid = f"{base}-{next(seq)}@{rank}"
-            cell = new_cell(aid, None, spec, args, "permanent", True, ctx)
+            cell = new_cell(aid, None, spec, args, "permanent", True, ctx, caps)
             queue_init(cell, after_init)
             ids.append(aid)
             cells.append(cell)
@@ -1120,6 +1155,7 @@ class Node(PoolCalls):
         if cell.groups:
             self.groups.leave_all(cell)
         self._kill_run(cell)
+        cell.watching = None
         if cell.facets is not None and cell.facets.durable:
             _facets.stopping(self, cell, cell.facets)
         if cell.monitors or cell.links:
@@ -1200,6 +1236,10 @@ class Node(PoolCalls):
             self._run_terminate(cell, env)
             return
         op = env[3]
+        if op == "__DOWN__":  # only for a live monitor of this actor, and only once
+            ref = env[4].get("monitor_ref") if isinstance(env[4], dict) else None
+            if cell.watching is None or cell.watching.pop(ref, None) is None:
+                return
         h = cell.spec.handlers.get(op)
         if h is None:
             if op == "__EXIT__" and isinstance(env[4], dict):
@@ -1386,6 +1426,7 @@ class Node(PoolCalls):
         if cell.groups:
             self.groups.leave_all(cell)
         cell.inst = None
+        cell.watching = None  # the monitors it held end with the instance
         self._kill_run(cell)
         if cell.monitors or cell.links:
             self._notify_down(cell, f"crashed: {type(exc).__name__}: {exc}", True)
@@ -1484,11 +1525,11 @@ class Node(PoolCalls):
                                              f"actor class: {exc}"))
                 return
             if op == "spawn":
-                name, args, restart, ctx = rest
-                self._spawn_local(cls, name, args, restart, done, ctx)
+                name, args, restart, ctx, caps = rest
+                self._spawn_local(cls, name, args, restart, done, ctx, caps)
             else:
-                count, args, ctx = rest
-                self._spawn_many_local(cls, count, args, done, ctx)
+                count, args, ctx, caps = rest
+                self._spawn_many_local(cls, count, args, done, ctx, caps)
         elif op == "stop":
             self._start_stop(env[1], env[4], self._remote_done(src, env))
         elif op == "sup_exit":
@@ -1826,12 +1867,26 @@ class Node(PoolCalls):
             _current = None
 
 
+def _narrow(declared, parent):
+    """The capabilities of a spawned actor: what its class declares, never more than its
+    parent has (None: unrestricted)."""
+    if parent is None:
+        return declared
+    if declared is None:
+        return parent
+    return declared & parent
+
+
 def _kill(g) -> None:
     """End a parked greenlet (from the hub): GreenletExit is thrown into it."""
     try:
         g.throw(greenlet.GreenletExit)
     except BaseException:  # noqa: BLE001 - whatever it raised on the way out
         pass
+
+
+#: ops only the runtime sends (a forged exit signal could kill any actor)
+RESERVED_OPS = frozenset({"__EXIT__", "__DOWN__", "__init__", "__terminate__"})
 
 
 class LinkedExit(Exception):
@@ -1841,6 +1896,9 @@ class LinkedExit(Exception):
 def _check_payload(op, payload) -> None:
     if not isinstance(op, str) or not op:
         raise E.InvalidMessage(f"op must be a non-empty str, got {op!r}")
+    if op in RESERVED_OPS:
+        raise E.InvalidMessage(f"op {op!r} is reserved for the runtime (monitors, links, "
+                               "lifecycle) and cannot be sent")
     if payload is not None and not isinstance(payload, dict):
         raise E.InvalidMessage(f"payload for {op!r} must be a dict (or None), got "
                                f"{type(payload).__name__}")

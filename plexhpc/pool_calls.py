@@ -43,6 +43,9 @@ class PoolCalls:
     ``destroy_pool`` to anything with ``ask(to, op, payload, timeout_ms)``,
     ``spawn(cls, name=, args=, timeout_ms=)`` and ``_check_actor_class(path)``."""
 
+    def _require_pools(self) -> None:
+        """Refuse pool calls the caller may not make (the host checks capabilities)."""
+
     def create_pool(self, name: str, actor_type: str, size: int = 2,
                     max_size: int | None = None, idle_timeout_ms: float = 30_000,
                     worker_args: dict | None = None) -> dict:
@@ -50,6 +53,7 @@ class PoolCalls:
         grows to ``max_size`` under load (``worker_args`` go to each worker's init);
         returns its stats."""
         from .pool import PoolManager
+        self._require_pools()
         args = pool_args(name, actor_type, size, max_size, idle_timeout_ms, worker_args)
         self._check_actor_class(actor_type)
         aid = self.spawn(PoolManager, name=pool_actor_name(name), args=args,
@@ -59,19 +63,23 @@ class PoolCalls:
     def pool_checkout(self, name: str, timeout_ms: float = 5000) -> dict:
         """Lease a worker: ``{actor_id, checkout_id}``, or AskTimeout after
         ``timeout_ms`` if none came free."""
+        self._require_pools()
         return self.ask(pool_actor_name(name), "checkout", {"timeout_ms": timeout_ms},
                         timeout_ms + 2000)
 
     def pool_checkin(self, name: str, actor_id: str, checkout_id: str,
                      healthy: bool = True) -> dict:
         """Return a lease; an unhealthy worker is replaced."""
+        self._require_pools()
         return self.ask(pool_actor_name(name), "checkin", {
             "actor_id": actor_id, "checkout_id": checkout_id, "healthy": healthy}, 5000)
 
     def pool_stats(self, name: str) -> dict:
         """size, idle, busy, waiting, utilization, avg_wait_ms, avg_exec_ms, counters."""
+        self._require_pools()
         return self.ask(pool_actor_name(name), "stats", None, 5000)
 
     def destroy_pool(self, name: str) -> dict:
         """Stop the pool's workers and its manager."""
+        self._require_pools()
         return self.ask(pool_actor_name(name), "destroy", None, 30_000)

@@ -48,6 +48,10 @@ class SupervisionTree:
         self._queue: deque = deque()
         self._busy = False
         self.restarts = 0
+        # instance generation of each child: an exit reported by an instance that has
+        # been replaced since (it crashed while its sibling's restart replaced it) is old
+        # news, as in OTP, and must not restart anything again
+        self.gen = {c.name: 0 for c in root.leaves()}
 
     def _index(self, sup: SupervisorSpec) -> None:
         self.log[sup.name] = deque()
@@ -63,16 +67,25 @@ class SupervisionTree:
 
     # ---- reports ------------------------------------------------------------------
 
-    def report(self, name: str, abnormal: bool, reason: str) -> None:
-        """A config child exited (on any rank). Handled later, from the loop."""
-        self._queue.append((name, abnormal, reason))
+    def report(self, name: str, abnormal: bool, reason: str, gen: int | None = None) -> None:
+        """A config child exited (on any rank); ``gen`` is the generation of the instance
+        that exited. Handled later, from the loop; ignored once the job shuts down."""
+        if self.node.shutting_down:
+            return
+        if gen is not None and gen < self.gen.get(name, 0):
+            log.debug("supervisor: ignoring the exit of an old instance of %s", name)
+            return
+        self._queue.append((name, abnormal, reason, gen))
         self.node._external.append(self._next)
 
     def _next(self) -> None:
         if self._busy or not self._queue:
             return
         self._busy = True
-        name, abnormal, reason = self._queue.popleft()
+        name, abnormal, reason, gen = self._queue.popleft()
+        if self.node.shutting_down or (gen is not None and gen < self.gen.get(name, 0)):
+            self._done()
+            return
         try:
             self._handle(name, abnormal, reason)
         except Exception:  # noqa: BLE001 - a bug here must not wedge supervision
@@ -134,7 +147,8 @@ class SupervisionTree:
 
         def finish():
             for c, err in failed:  # an init that failed is another crash of that child
-                self._queue.appendleft((c.name, True, f"init failed on restart: {err}"))
+                self._queue.appendleft((c.name, True, f"init failed on restart: {err}",
+                                        None))
             self._done()
 
         self._run(steps, after_halt)
@@ -154,7 +168,7 @@ class SupervisionTree:
             return
 
         def up():  # the supervisor gave up: its parent sees one child crash
-            self._queue.appendleft((sup.name, True, f"supervisor gave up: {text}"))
+            self._queue.appendleft((sup.name, True, f"supervisor gave up: {text}", None))
             self._done()
         self._run(halt, up)
 
@@ -170,11 +184,18 @@ class SupervisionTree:
                 then()
                 return
             cmd, child = steps[i]
+            if cmd == "start":
+                self.gen[child.name] = self.gen.get(child.name, 0) + 1
 
             def done(ok, value):
                 if not ok:
                     if cmd == "start" and failed is not None:
                         failed.append((child, value))
+                    elif isinstance(value, TimeoutError):
+                        # a rank that does not answer its supervisor: the job cannot be
+                        # trusted to be supervised any more
+                        node.request_shutdown(f"supervisor: {cmd} of {child.name} on rank "
+                                              f"{child.rank} got no answer: {value}", 1)
                     else:
                         log.error("supervisor: %s of %s failed: %s", cmd, child.name, value)
                 node._external.append(lambda: go(i + 1))  # on from the loop, not here

@@ -43,7 +43,7 @@ class Run:
 
 
 def _wf_key(cell) -> str:
-    return f"wf:{cell.name or cell.id}"
+    return f"wf:{cell.name or cell.id}:{cell.spec.type_name}"
 
 
 def _active_key(cell) -> str:
@@ -59,6 +59,9 @@ def start_run(self, **payload):
     """Built-in ``workflow_run``: start a run (``run_id`` optional) and answer the ask
     with its result when it finishes."""
     node, cell = _here()
+    if cell.current is None:
+        raise E.Rejected("workflow_run must be asked (it answers with the run's result), "
+                         "not sent")
     run = node.runs.get(cell.id)
     if run is not None:
         raise E.Rejected(f"workflow {cell.id} is already running {run.run_id!r}; query or "
@@ -131,7 +134,8 @@ def _body(args):
         del node.runs[cell.id]
     store = node.local_state.checkpoints
     try:
-        store.finish_run(_wf_key(cell), run.run_id, result)
+        scope = list(run.g.ctx.scope) if run.g is not None else None
+        store.finish_run(_wf_key(cell), run.run_id, {"result": result, "scope": scope})
         store.compact_runs(_wf_key(cell), keep=node.config.state.retention)
     except TypeError as exc:
         log.error("%s: the result of run %s cannot be recorded: %s", cell.id, run.run_id, exc)
@@ -186,12 +190,14 @@ def status(self, run_id: str | None = None) -> dict:
     """Built-in ``workflow_status``: the current run, or a finished run's result."""
     node, cell = _here()
     run = node.runs.get(cell.id)
+    mine = list(cell.ctx.scope)  # runs of another tenant or namespace are not shown
     if run_id is None or (run is not None and run.run_id == run_id):
-        if run is None:
-            return {"status": "idle"}
+        if run is None or list(run.g.ctx.scope) != mine:
+            return {"status": "idle"} if run_id is None else {"status": "unknown",
+                                                               "run_id": run_id}
         return {"status": "running", "run_id": run.run_id, "steps_done": run.next_step,
                 "resumed": run.resumed}
     found = node.local_state.checkpoints.run_result(_wf_key(cell), run_id)
-    if found is None:
+    if not isinstance(found, dict) or found.get("scope") != mine:
         return {"status": "unknown", "run_id": run_id}
-    return {"status": "completed", "run_id": run_id, "result": found}
+    return {"status": "completed", "run_id": run_id, "result": found["result"]}

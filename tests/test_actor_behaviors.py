@@ -20,8 +20,11 @@ class Light:
 
     @handler("teleport")
     def teleport(self):
+        self.work.append("half done")
         self.fsm_state = "nowhere"
         return "teleported"
+
+    work: list = state(default_factory=list)
 
 
 def test_fsm_validates_and_rolls_back_without_a_node():
@@ -34,6 +37,7 @@ def test_fsm_validates_and_rolls_back_without_a_node():
     assert refused["status"] == "rejected" and refused["state"] == "busy"
     bad = spec.handlers["teleport"].invoke(light, {})
     assert bad["status"] == "rejected" and light.fsm_state == "busy"
+    assert light.work == []  # everything the refused handler changed is undone
     assert spec.handlers["transition"].invoke(light, {"to": "idle"})["status"] == "ok"
     assert spec.handlers["get_state"].invoke(light, {}) == {"status": "ok", "state": "idle",
                                                             "transitions": 2}

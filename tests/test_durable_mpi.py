@@ -21,8 +21,8 @@ def runs():
     # flip one byte of fragile's newest checkpoint, as a tampered file would
     db = sqlite3.connect(f"{state}/durable/rank-0.sqlite")
     key, version, blob = db.execute(
-        "SELECT actor_key, version, blob FROM checkpoint WHERE actor_key = ? "
-        "ORDER BY version DESC LIMIT 1", ("actor:fragile",)).fetchone()
+        "SELECT actor_key, version, blob FROM checkpoint WHERE actor_key LIKE ? "
+        "ORDER BY version DESC LIMIT 1", ("actor:fragile:%",)).fetchone()
     blob = bytearray(blob)
     blob[-3] ^= 0xFF
     db.execute("UPDATE checkpoint SET blob = ? WHERE actor_key = ? AND version = ?",
@@ -85,9 +85,9 @@ def test_on_corrupt_escalate_refuses_to_start_on_a_tampered_checkpoint():
     first = mpirun(2, args, env=env, timeout=60)
     assert first.returncode == 0, first
     db = sqlite3.connect(f"{state}/durable-strict/rank-1.sqlite")
-    (blob,) = db.execute("SELECT blob FROM checkpoint WHERE actor_key = 'actor:strict' "
+    (blob,) = db.execute("SELECT blob FROM checkpoint WHERE actor_key LIKE 'actor:strict:%' "
                          "ORDER BY version DESC LIMIT 1").fetchone()
-    db.execute("UPDATE checkpoint SET blob = ? WHERE actor_key = 'actor:strict'",
+    db.execute("UPDATE checkpoint SET blob = ? WHERE actor_key LIKE 'actor:strict:%'",
                (blob[:-10],))  # truncated
     db.commit()
     db.close()

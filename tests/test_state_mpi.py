@@ -77,6 +77,24 @@ def test_capabilities_are_enforced_with_a_clear_error(r):
         assert f"may not use {cap!r}" in got[1] and "declared capabilities are ['kv']" in got[1]
 
 
+def test_every_capability_is_enforced_and_spawn_cannot_widen_them(r):
+    timers, pools, child_kv = r["caps_more"]
+    assert timers[0] == "CapabilityDenied" and "'timers'" in timers[1]
+    assert pools[0] == "CapabilityDenied" and "'pools'" in pools[1]
+    assert child_kv[0] == "CapabilityDenied" and "'kv'" in child_kv[1]
+
+
+def test_runtime_signals_cannot_be_forged(r):
+    from_actor, from_driver = r["reserved"]
+    assert from_actor[0] == "InvalidMessage" and "reserved for the runtime" in from_actor[1]
+    assert from_driver == "InvalidMessage"
+
+
+def test_unbounded_timeouts_are_refused(r):
+    for got in r["bad_timeouts"]:
+        assert got[0] == "ValueError" and "milliseconds" in got[1]
+
+
 def test_process_groups_are_tenant_scoped(r):
     mine, other_tenant, shared = r["pg"]
     assert mine == ["store@" + mine[0].split("@")[1]]
@@ -94,6 +112,8 @@ def test_monitors_and_links(r):
     assert r["link_self"] == ["RemoteError", True]
     assert r["linked_crash"] and "LinkedExit" in r["linked_crash"][0]
     assert r["exits_after_unlinked_crash"] == 0
+    assert r["monitor_unknown_name"] == ["noproc"]
+    assert r["demonitor_fired"] is False
 
 
 def test_gen_event_runs_every_handler_and_forwards_to_subscribers(r):
@@ -116,7 +136,8 @@ def test_gen_fsm_rejects_illegal_transitions_with_the_state(r):
 def test_workflow_query_during_run_and_resume_after_crash(r):
     assert r["wf_query_during_run"] == {"status": "running", "progress": 1}
     assert r["wf_second_run"] == "InvalidMessage"
-    assert r["wf_result"] == {"status": "completed", "done": [1, 1]}
+    # the run acted for the tenant that started it, though another tenant queried it
+    assert r["wf_result"] == {"status": "completed", "done": [1, 1], "tenant": "default"}
     assert r["wf_crash"] == "RemoteError"
     status, ran = r["wf_resumed"]
     assert status == {"status": "completed", "progress": 3}

@@ -36,6 +36,12 @@ def test_rest_for_one_restarts_the_child_and_those_started_after_it(r):
     assert r["rest_for_one_stops"] == [["p3", "shutdown"]]
 
 
+def test_a_handler_killed_by_its_supervisor_answers_and_loses_nothing(r):
+    assert r["killed_waiter"] == ["ActorNotFound", True]  # at once, not after 15 s
+    assert r["tuple_kept"] == 1
+    assert r["linked_exit_on_shutdown"] == ["shutdown"]  # OTP: shutdown is an exit
+
+
 def test_one_for_all_restarts_every_child_after_the_backoff(r):
     assert r["one_for_all"] == starts(a=2, p2=2, p3=2, t1=2, t2=2)
     assert r["backoff_s"] >= 0.1

@@ -52,6 +52,8 @@ class Store:
                 getattr(host.ts, op)(*args, **(kw or {}))
             elif prim == "spawn":
                 host.spawn(Store)
+            elif prim == "host":  # any other host call, by name
+                getattr(host, op)(*args, **(kw or {}))
             else:
                 getattr(host.channel, op)(*args, **(kw or {}))
         except Exception as exc:  # noqa: BLE001 - the test wants the type and text
@@ -62,6 +64,16 @@ class Store:
 @actor(capabilities=["kv"])
 class KvOnly(Store):
     """Declares kv only: ts, channel and spawn must be refused."""
+
+
+@actor(capabilities=["spawn"])
+class SpawnOnly(Store):
+    """May spawn, nothing else: what it spawns gets no more than it has."""
+
+    @handler("spawn_and_use_kv")
+    def spawn_and_use_kv(self):
+        child = host.spawn(Store)
+        return host.ask(child, "err", {"op": "put", "args": ["k", 1]})
 
 
 @actor
@@ -198,7 +210,7 @@ class Pipeline:
                 host.kv_put("crashed", True)
                 raise RuntimeError(f"crash after step {i}")
         self.status = "completed"
-        return {"status": "completed", "done": out}
+        return {"status": "completed", "done": out, "tenant": host.context().tenant}
 
     def _work(self, i):
         return host.kv_increment(f"ran:{i}")

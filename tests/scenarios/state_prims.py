@@ -142,6 +142,16 @@ def main():
                        fails("write", ["t"], prim="ts", who=kvonly),
                        fails("send", "q", "t", prim="ch", who=kvonly),
                        fails("", prim="spawn", who=kvonly)]
+        out["caps_more"] = [
+            fails("send_after", 10, "x", prim="host", who=kvonly),
+            fails("create_pool", "p", "state_actors:Store", prim="host", who=kvonly),
+            node.ask(node.spawn("state_actors:SpawnOnly", rank=last), "spawn_and_use_kv")]
+        out["reserved"] = [fails("send", s, "__EXIT__", {"exit_from": "x", "exit_reason": "f"},
+                                 prim="host", who=other),
+                           type(err(lambda: node.send(s, "__DOWN__", {}))).__name__]
+        out["bad_timeouts"] = [fails("read", ["x"], prim="ts", timeout_ms=float("inf")),
+                               fails("take", ["x"], prim="ts", timeout_ms=float("nan")),
+                               fails("send_after", -1, "x", prim="host")]
         node.ask(s, "pg_join", {"group": "workers"}, **ACME)
         node.ask(s0, "pg_join", {"group": "svc"})  # default context: shared services
         out["pg"] = [node.ask(s, "pg_members", {"group": "workers"}, **ACME),
@@ -174,6 +184,11 @@ def main():
         out["monitor_noproc"] = [d[2] for d in node.ask(w, "seen")["downs"] if d[1] == ref4]
         e = err(lambda: node.ask(w, "link", {"target": w}))
         out["link_self"] = [type(e).__name__, "cannot link to itself" in str(e)]
+        ref6 = node.ask(w, "monitor", {"target": "no-such-name"})
+        time.sleep(0.2)
+        out["monitor_unknown_name"] = [d[2] for d in node.ask(w, "seen")["downs"]
+                                       if d[1] == ref6]
+        out["demonitor_fired"] = node.ask(w, "demonitor", {"ref": ref6})
         # after unlink, a crash sends no __EXIT__
         v4 = node.spawn("state_actors:Victim", name="victim4", rank=last)
         node.ask(w, "link", {"target": v4})
@@ -212,12 +227,14 @@ def main():
 
         def runner():
             res["r"] = node.ask(p, "workflow_run", {"steps": 2, "gate": "go"},
-                                timeout_ms=20000)
+                                timeout_ms=20000, tenant="default")
         th = threading.Thread(target=runner)
         th.start()
         time.sleep(0.3)
-        out["wf_query_during_run"] = node.ask(p, "workflow_query:status")
+        # another tenant's query meanwhile must not change whom the run acts for
+        out["wf_query_during_run"] = node.ask(p, "workflow_query:status", **GLOBEX)
         out["wf_second_run"] = type(err(lambda: node.ask(p, "workflow_run"))).__name__
+        node.send(p, "workflow_run", {"steps": 1})  # a cast: refused, nothing recorded
         ts("write", ["go", 0], who=s0, ctx={})
         ts("write", ["go", 1], who=s0, ctx={})
         th.join(15)

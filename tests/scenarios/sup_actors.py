@@ -20,6 +20,14 @@ class Member:
     def crash(self):
         raise RuntimeError("crash requested")
 
+    @handler("crash_cast", "cast")
+    def crash_cast(self):
+        raise RuntimeError("crash requested")
+
+    @handler("wait_take")
+    def wait_take(self, pattern: list):
+        return list(host.ts.take(pattern, timeout_ms=20000))
+
     @handler("exit")
     def exit_(self, reason: str = "normal"):
         host.exit(reason)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import threading
 import time
 
 import plexhpc
@@ -20,6 +21,11 @@ class Reader:
     @handler("stops")
     def stops(self):
         return [list(t[1:]) for t in host.ts.read_all(["stop", None, None])]
+
+    @handler("write")
+    def write(self, tup: list):
+        host.ts.write(tup)
+        return True
 
 
 def main():
@@ -45,13 +51,35 @@ def main():
         err(lambda: node.ask("a", "crash"))  # one_for_one: a alone
         settle(lambda: starts()["a"] == 2)
         out["one_for_one"] = starts()
+        # p3 waits in a blocking take, and a watcher is linked to it, when p2 crashes
+        w = node.spawn("state_actors:Watcher", rank=0)
+        node.ask(w, "link", {"target": "p3"})
+        waited = {}
+
+        def waiter():
+            t0 = time.monotonic()
+            waited["err"] = type(err(lambda: node.ask("p3", "wait_take",
+                                                      {"pattern": ["g3"]},
+                                                      timeout_ms=15000))).__name__
+            waited["s"] = time.monotonic() - t0
+        th = threading.Thread(target=waiter)
+        th.start()
+        time.sleep(0.3)
         err(lambda: node.ask("p2", "crash"))  # rest_for_one: p2 and p3, not p1
         settle(lambda: starts()["p3"] == 2)
         out["rest_for_one"] = starts()
+        th.join(20)
+        out["killed_waiter"] = [waited.get("err"), waited.get("s", 99) < 5]
+        node.ask(rd, "write", {"tup": ["g3"]})  # the dead taker's waiter must not eat it
+        time.sleep(0.2)
+        out["tuple_kept"] = node.ask(rd, "count", {"pattern": ["g3"]})
+        out["linked_exit_on_shutdown"] = [e[1] for e in node.ask(w, "seen")["exits"]]
         out["rest_for_one_stops"] = node.ask(rd, "stops")  # p3 stopped (terminate ran)
         t0 = time.monotonic()
-        err(lambda: node.ask("t1", "crash"))  # one_for_all, after the 100 ms backoff
-        settle(lambda: starts()["t2"] == 2)
+        node.send("t1", "crash_cast")  # both crash at once: one one_for_all restart
+        node.send("t2", "crash_cast")
+        settle(lambda: starts()["t2"] == 2 and starts()["t1"] == 2)
+        time.sleep(0.5)  # a second (wrong) restart would show up here
         out["one_for_all"] = starts()
         out["backoff_s"] = round(time.monotonic() - t0, 2)
         out["messages_after_restart"] = [node.ask(n, "ping") for n in ("a", "p2", "t1")]
