@@ -137,11 +137,18 @@ class Host(PoolCalls, KVCalls):
         Only this handler waits; the rank keeps serving other actors. Raises
         :class:`~plexhpc.errors.AskTimeout`, :class:`~plexhpc.errors.ActorNotFound` or
         :class:`~plexhpc.errors.RemoteError` (the target's handler raised)."""
-        _check(op, payload)
-        if not _finite(timeout_ms, "timeout_ms"):
-            raise ValueError(f"timeout_ms must be > 0, got {timeout_ms!r}")
-        node, cell = _here()
-        return node.ask_from_actor(cell, to, op, payload, timeout_ms)
+        if op.__class__ is not str or op in RESERVED_OPS or (
+                payload is not None and payload.__class__ is not dict):
+            _check(op, payload)
+        if timeout_ms.__class__ is not int or not 0 < timeout_ms <= _MAX_TIMEOUT_MS:
+            if not _finite(timeout_ms, "timeout_ms"):
+                raise ValueError(f"timeout_ms must be > 0, got {timeout_ms!r}")
+        g = getcurrent()
+        cell = getattr(g, "cell", None)
+        if cell is None:
+            _here()  # raises the usage error
+        return _node_mod._current.ask_from_actor(cell, to, op, payload, timeout_ms,
+                                                  g.ctx or cell.ctx)
 
     def ask_many(self, targets: list, op: str, payload: dict | None = None,
                  timeout_ms: float = DEFAULT_TIMEOUT_MS) -> list:

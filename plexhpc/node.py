@@ -447,7 +447,7 @@ class Node(PoolCalls):
         self._post((ASK, aid, frm, op, payload, corr, self.rank, ctx), r)
         return corr
 
-    def ask_from_actor(self, cell, to, op, payload, timeout_ms):
+    def ask_from_actor(self, cell, to, op, payload, timeout_ms, ctx=None):
         """``host.ask``: park the calling greenlet until the reply or the timeout."""
         if self._phase >= P_FINAL:
             raise E.NodeClosed(f"rank {self.rank} is shutting down")
@@ -464,8 +464,7 @@ class Node(PoolCalls):
         if dq is None:
             dq = self._ask_deadlines[timeout_ms] = deque()
         dq.append((_monotonic() + timeout_ms / 1000.0, corr))
-        env = (ASK, aid, cell.id, op, payload, corr, self.rank,
-               getattr(getcurrent(), "ctx", None) or cell.ctx)
+        env = (ASK, aid, cell.id, op, payload, corr, self.rank, ctx or cell.ctx)
         if r == self.rank:
             self._deliver(env)
         else:
@@ -797,6 +796,7 @@ class Node(PoolCalls):
 
         t = greenlet(self._halt_terminate, self._hub)
         t.cell = cell
+        t.ctx = None
         if t.switch((cell, reason, cont)) is not _BLOCKED:
             cont()
             return
@@ -1179,7 +1179,11 @@ class Node(PoolCalls):
     # --------------------------------------------------------------- execution --
 
     def _dispatch(self, cell) -> None:
-        g = self._pool.pop() if self._pool else greenlet(self._worker_main, self._hub)
+        if self._pool:
+            g = self._pool.pop()
+        else:
+            g = greenlet(self._worker_main, self._hub)
+            g.ctx = None  # so reading a run's own context never costs an AttributeError
         cell.running = g
         g.cell = cell
         self._busy += 1
@@ -1648,6 +1652,7 @@ class Node(PoolCalls):
                 if cell.spec.terminate is not None and cell.inst is not None:
                     g = greenlet(self._terminate_main, self._hub)
                     g.cell = cell
+                    g.ctx = None
                     r = g.switch(cell)
                     if r is _BLOCKED:
                         log.warning("%s: terminate handler waited on an ask during "
