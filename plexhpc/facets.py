@@ -214,9 +214,8 @@ def on_started(node, cell, fs: FacetState, first: bool) -> None:
     if fs.timers and first:
         from .durable import now_ms
         now = now_ms()
-        from .context import RequestContext
         for timer_id, due, op, rec in node.local_state.timers.pending(fs.key):
-            ctx = RequestContext(*rec["ctx"]) if rec.get("ctx") else cell.home_ctx
+            ctx = tuple(rec["ctx"]) if rec.get("ctx") else cell.home_ctx
             node.arm_timer(cell, max(0, due - now), op, rec.get("payload"), ctx, timer_id)
     if fs.virtual:
         node.call_later(fs.idle_ms / 1000.0, lambda: idle_check(node, cell, fs))

@@ -20,7 +20,7 @@ from . import node as _node_mod
 from .node import RESERVED_OPS
 from .pool_calls import PoolCalls
 from .shards import api as _shard_api
-from .context import DEFAULT_CONTEXT, require
+from .context import DEFAULT_CTX, RequestContext, require
 from .host_state import ChannelCalls, KVCalls, TupleSpaceCalls, current_ctx, scoped_group
 from .log import get_logger
 
@@ -72,9 +72,9 @@ class ProcessGroups:
     def _lookup(node, cell, group, fn):
         ctx = current_ctx(cell)
         out = fn(scoped_group(ctx, group))
-        if ctx.scope != DEFAULT_CONTEXT.scope:
+        if ctx[:2] != DEFAULT_CTX[:2]:
             seen = set(out)
-            out += [a for a in fn(scoped_group(DEFAULT_CONTEXT, group)) if a not in seen]
+            out += [a for a in fn(scoped_group(DEFAULT_CTX, group)) if a not in seen]
         return out
 
     def join(self, group: str) -> None:
@@ -184,9 +184,14 @@ class Host(PoolCalls, KVCalls):
     def send(self, to: str, op: str, payload: dict | None = None) -> None:
         """Fire-and-forget ``op`` to ``to``. An unknown name raises; a message to an
         actor that has stopped is dropped, as in Erlang."""
-        _check(op, payload)
-        node, cell = _here()
-        node.send_from(cell.id, to, op, payload, current_ctx(cell))
+        if op.__class__ is not str or op in RESERVED_OPS or (
+                payload is not None and payload.__class__ is not dict):
+            _check(op, payload)
+        g = getcurrent()
+        cell = getattr(g, "cell", None)
+        if cell is None:
+            _here()  # raises the usage error
+        _node_mod._current.send_from(cell.id, to, op, payload, g.ctx or cell.ctx)
 
     def send_after(self, delay_ms: float, op: str, payload: dict | None = None) -> None:
         """Deliver ``op`` to this actor itself after ``delay_ms`` (a timer)."""
@@ -232,7 +237,7 @@ class Host(PoolCalls, KVCalls):
     def context(self):
         """The request context this handler runs in (tenant, namespace, principal): the
         caller's, carried unchanged through every ask and send on the way here."""
-        return current_ctx(_here()[1])
+        return RequestContext(*current_ctx(_here()[1]))
 
     def self_id(self) -> str:
         """This actor's id (``name@rank``)."""

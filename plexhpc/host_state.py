@@ -12,7 +12,7 @@ from __future__ import annotations
 from greenlet import getcurrent
 
 from . import errors as E
-from .context import DEFAULT_CONTEXT, require
+from .context import DEFAULT_CTX, require
 
 __all__ = ["KVCalls", "TupleSpaceCalls", "ChannelCalls", "SHARED_OWNER", "scoped_group"]
 
@@ -84,8 +84,8 @@ def scoped_group(ctx, group: str) -> str:
     """A process group's name inside the host: its tenant and namespace first."""
     if not isinstance(group, str) or not group:
         raise ValueError(f"a process group name is a non-empty str, got {group!r}")
-    ctx = ctx or DEFAULT_CONTEXT
-    return f"{ctx.tenant}{_SEP}{ctx.namespace}{_SEP}{group}"
+    ctx = ctx or DEFAULT_CTX
+    return f"{ctx[0]}{_SEP}{ctx[1]}{_SEP}{group}"
 
 
 class KVCalls:
@@ -99,7 +99,7 @@ class KVCalls:
         require(cell, "kv")
         owner = SHARED_OWNER if shared else cell.spec.type_name
         ctx = current_ctx(cell)
-        return _call(node, "kv", op, (ctx.tenant, ctx.namespace, owner), args)
+        return _call(node, "kv", op, (ctx[0], ctx[1], owner), args)
 
     def kv_get(self, key: str, default=None, *, shared: bool = False):
         """The value under ``key``, or ``default``."""
@@ -141,7 +141,7 @@ class KVCalls:
 def _scope():
     node, cell = _here()
     ctx = current_ctx(cell)
-    return node, cell, (ctx.tenant, ctx.namespace)
+    return node, cell, (ctx[0], ctx[1])
 
 
 def _tuple(value, what):

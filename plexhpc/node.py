@@ -39,7 +39,7 @@ from .allocator import tune_allocator
 from .cell import (ASK, ERROR, INIT, REPLY, RUNNING, SEND, STARTING, STOPPED, STOPPING, SYS,
                    TERM, ActorCell, rank_of)
 from .config import AppConfig, resolve_class
-from .context import DEFAULT_CONTEXT, make_context
+from .context import DEFAULT_CTX, make_context
 from .doorbell import Doorbell
 from .durable import LocalState
 from .facets import FacetState, parse_facets
@@ -882,7 +882,7 @@ class Node(PoolCalls):
     def _new_cell(self, aid, name, spec, args, restart, supervised, ctx=None,
                   caps=None, facets=None) -> ActorCell:
         cell = ActorCell(aid, name, spec, args, restart, next(self._seq), supervised)
-        cell.home_ctx = cell.ctx = ctx if ctx is not None else DEFAULT_CONTEXT
+        cell.home_ctx = cell.ctx = ctx if ctx is not None else DEFAULT_CTX
         cell.caps = caps if caps is not None else spec.capabilities
         fc = facets if facets is not None else (parse_facets(spec.facets, spec.type_name)
                                                 if spec.facets else None)

@@ -97,8 +97,7 @@ def resume_pending(node, cell) -> bool:
     steps = store.steps(_wf_key(cell), rec["run_id"])
     log.info("%s: resuming run %s after %d recorded step(s)", cell.id, rec["run_id"],
              len(steps))
-    from .context import RequestContext
-    ctx = RequestContext(*rec["ctx"]) if rec.get("ctx") else cell.home_ctx
+    ctx = tuple(rec["ctx"]) if rec.get("ctx") else cell.home_ctx
     _launch(node, cell, Run(rec["run_id"], dict(rec["payload"]), None, steps), ctx)
     return True
 
@@ -134,7 +133,7 @@ def _body(args):
         del node.runs[cell.id]
     store = node.local_state.checkpoints
     try:
-        scope = list(run.g.ctx.scope) if run.g is not None else None
+        scope = list(run.g.ctx[:2]) if run.g is not None else None
         store.finish_run(_wf_key(cell), run.run_id, {"result": result, "scope": scope})
         store.compact_runs(_wf_key(cell), keep=node.config.state.retention)
     except TypeError as exc:
@@ -190,9 +189,9 @@ def status(self, run_id: str | None = None) -> dict:
     """Built-in ``workflow_status``: the current run, or a finished run's result."""
     node, cell = _here()
     run = node.runs.get(cell.id)
-    mine = list(cell.ctx.scope)  # runs of another tenant or namespace are not shown
+    mine = list(cell.ctx[:2])  # runs of another tenant or namespace are not shown
     if run_id is None or (run is not None and run.run_id == run_id):
-        if run is None or list(run.g.ctx.scope) != mine:
+        if run is None or list(run.g.ctx[:2]) != mine:
             return {"status": "idle"} if run_id is None else {"status": "unknown",
                                                                "run_id": run_id}
         return {"status": "running", "run_id": run.run_id, "steps_done": run.next_step,

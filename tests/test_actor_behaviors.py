@@ -103,9 +103,9 @@ def test_workflow_declaration():
 def test_contexts_and_capabilities():
     assert make_context() is None
     ctx = make_context("acme")
-    assert ctx.tenant == "acme" and ctx.namespace == "default" and ctx.scope == ("acme",
-                                                                                 "default")
-    assert DEFAULT_CONTEXT.tenant == "default"
+    assert ctx == ("acme", "default", "anonymous") and type(ctx) is tuple  # wire form
+    assert DEFAULT_CONTEXT.tenant == "default" and DEFAULT_CONTEXT.scope == ("default",
+                                                                             "default")
     for bad in ("", "x" * 200, "a\nb", 5):
         with pytest.raises(InvalidMessage):
             make_context(bad)
