@@ -1,6 +1,7 @@
 """Actors with facets, for the durable-state scenario."""
 
-from plexhpc import actor, handler, host, init_handler, state
+from plexhpc import (actor, handler, host, init_handler, query_handler, run_handler, state,
+                     workflow_actor)
 
 
 @actor
@@ -35,3 +36,28 @@ class Counter:
     @handler("tick", "cast")
     def tick(self):
         self.ticks += 1
+
+
+@workflow_actor
+class Flow:
+    """A run that waits at a gate half way: stopping the app there and launching it
+    again must resume it without repeating the steps before the gate."""
+
+    progress: int = state(default=0)
+
+    @run_handler
+    def run(self, steps: int = 3, gate_at: int = 1):
+        for i in range(steps):
+            host.step(f"s{i}", lambda i=i: host.kv_increment(f"ran:{i}"))
+            self.progress = i + 1
+            if i == gate_at:
+                host.ts.take(["gate"], timeout_ms=60000)
+        return {"done": self.progress}
+
+    @query_handler("progress")
+    def q_progress(self):
+        return self.progress
+
+    @handler("ran")
+    def ran(self, steps: int = 3):
+        return [host.kv_get(f"ran:{i}", 0) for i in range(steps)]

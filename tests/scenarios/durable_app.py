@@ -4,6 +4,7 @@ then again with "second" on the same PLEXHPC_STATE_DIR; rank 0 prints a RESULT l
 import json
 import os
 import sys
+import threading
 import time
 
 import plexhpc
@@ -18,6 +19,11 @@ class Reader:
     @handler("starts")
     def starts(self, name: str):
         return len(host.ts.read_all(["started", name]))
+
+    @handler("write")
+    def write(self, tup: list):
+        host.ts.write(tup)
+        return True
 
 
 def main(phase):
@@ -48,10 +54,27 @@ def main(phase):
             time.sleep(0.9)
             out["lazy_value_after_idle"] = node.ask("lazy", "get")["value"]
             out["lazy_starts_after_idle"] = node.ask(rd, "starts", {"name": "lazy"})
+            # a workflow run left waiting at its gate when the app stops
+            got = {}
+            th = threading.Thread(target=lambda: got.update(e=err(lambda: node.ask(
+                "flow", "workflow_run", {"steps": 3, "gate_at": 1}, timeout_ms=30000))))
+            th.start()
+            time.sleep(0.5)
+            out["flow_progress_before_stop"] = node.ask("flow", "workflow_query:progress")
             m = node.ask("counter", "__metrics__")
             out["metrics"] = [m["messages"], m["errors"], m["by_op"]["add"]["messages"],
                               m["checkpoints"] >= 5]
         else:
+            # the run resumed after the relaunch: it waits at the gate again
+            time.sleep(0.3)
+            out["flow_status_after_relaunch"] = node.ask("flow", "workflow_status")["status"]
+            node.ask(rd, "write", {"tup": ["gate"]})
+            deadline = time.monotonic() + 10
+            while (time.monotonic() < deadline
+                   and node.ask("flow", "workflow_status")["status"] == "running"):
+                time.sleep(0.05)
+            out["flow_after_relaunch"] = [node.ask("flow", "workflow_query:progress"),
+                                          node.ask("flow", "ran")]
             out["counter"] = node.ask("counter", "get")
             out["batched"] = node.ask("batched", "get")["value"]
             out["fragile"] = node.ask("fragile", "get")["value"]
@@ -59,6 +82,9 @@ def main(phase):
             while time.monotonic() < deadline and node.ask("counter", "get")["ticks"] < 1:
                 time.sleep(0.05)
             out["timer_fired_after_relaunch"] = node.ask("counter", "get")["ticks"]
+    if phase == "first" and node.is_driver:
+        th.join(10)
+        out["flow_caller_told"] = type(got.get("e")).__name__
     print("RESULT " + json.dumps(out), flush=True)
 
 
