@@ -2,9 +2,10 @@
 durable timers, opened on first use.
 
 Each rank writes only its own file (``<state dir>/rank-<r>.sqlite``), so checkpoints
-never contend across processes; an actor is found again on the next launch as long as
-it runs on the same rank (config children keep their rank; see ARCHITECTURE.md). The
-files hold signed, typed encodings (:mod:`plexhpc.store.codec`), never pickles.
+never contend across processes. When an actor first starts in a launch, every rank's
+file is consulted and the checkpoint with the highest sequence number wins, so state
+follows an actor that a relaunch with another rank count placed elsewhere. The files
+hold signed, typed encodings (:mod:`plexhpc.store.codec`), never pickles.
 """
 
 from __future__ import annotations
@@ -63,6 +64,36 @@ class LocalState:
             from .store.timers import TimerStore
             self._timers = TimerStore(self._open())
         return self._timers
+
+    def load_latest(self, actor_key: str):
+        """The newest ``(state, seq)`` of ``actor_key`` over every rank's file (this
+        rank's first), or None. A refused checkpoint raises CheckpointRejected, as a
+        plain load does; other ranks' files are only read."""
+        import glob
+        import sqlite3
+        from .store.checkpoints import CheckpointStore
+        best = self.checkpoints.load(actor_key)
+        for path in sorted(glob.glob(os.path.join(self.config.dir, "rank-*.sqlite"))):
+            if os.path.abspath(path) == os.path.abspath(self.path):
+                continue
+            try:
+                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            except sqlite3.Error:
+                continue
+            try:
+                conn.execute("PRAGMA busy_timeout = 5000")
+                found = CheckpointStore.__new__(CheckpointStore)
+                found._conn, found._key = conn, self.key()
+                found.retention = self.config.retention
+                try:
+                    got = found.load(actor_key)
+                except sqlite3.Error:
+                    got = None  # a file from before the checkpoint table: nothing there
+            finally:
+                conn.close()
+            if got is not None and (best is None or got[1] > best[1]):
+                best = got
+        return best
 
     def close(self) -> None:
         if self._conn is not None:

@@ -194,7 +194,8 @@ def on_started(node, cell, fs: FacetState, first: bool) -> None:
     timers (first start in this process only), schedule the idle check."""
     if fs.durable:
         try:
-            found = node.local_state.checkpoints.load(fs.key)
+            store = node.local_state
+            found = store.load_latest(fs.key) if first else store.checkpoints.load(fs.key)
         except E.CheckpointRejected as exc:
             if fs.on_corrupt == "escalate":
                 raise

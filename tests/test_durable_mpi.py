@@ -104,3 +104,15 @@ def test_on_corrupt_escalate_refuses_to_start_on_a_tampered_checkpoint():
     assert second.returncode != 0
     assert "actor 'strict' on rank 1 failed to start" in second.stderr
     assert "checkpoint is truncated" in second.stderr and "refused, not loaded" in second.stderr
+
+
+def test_state_follows_an_actor_that_a_relaunch_places_on_another_rank():
+    state = tempfile.mkdtemp(prefix="move-", dir=STATE_TMP)
+    env = {"PLEXHPC_STATE_DIR": state}
+    script = str(SCENARIOS / "durable_move.py")
+    first = mpirun(2, [script, "add"], env=env, timeout=60)
+    assert first.returncode == 0, first
+    assert first.result() == {"value": 5, "rank": 1}
+    second = mpirun(1, [script, "read"], env=env, timeout=60)
+    assert second.returncode == 0, second
+    assert second.result() == {"value": 5, "rank": 0}
