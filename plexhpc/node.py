@@ -165,6 +165,8 @@ class Node(PoolCalls):
         self._stopped_peers: set = set()
         self.runs: dict = {}  # actor id -> its workflow run in progress
         self._stopping_actors = False
+        self._tree_wait = False
+        self._tree_is_stopped = False
         self._ready_peers: set = set()
         self._local_inits = 0
         self._started = threading.Event()
@@ -1536,6 +1538,10 @@ class Node(PoolCalls):
                 self._spawn_many_local(cls, count, args, done, ctx, caps)
         elif op == "stop":
             self._start_stop(env[1], env[4], self._remote_done(src, env))
+        elif op == "tree_stopped":
+            self._tree_is_stopped = True  # (before this rank drained: used when it has)
+            if self._tree_wait:
+                self._tree_stopped()
         elif op == "sup_exit":
             if self.tree is not None:
                 self.tree.report(*env[4])
@@ -1611,6 +1617,37 @@ class Node(PoolCalls):
             if run.g is not None and not run.g.dead:
                 _kill(run.g)
         self.runs.clear()
+
+    def _begin_stop(self) -> None:
+        """Drained: stop the app's supervision tree first, on every rank in one order
+        (rank 0 drives it: reverse start order, each child's terminate handler given its
+        shutdown_timeout_ms), then each rank stops what is left (actors spawned at run
+        time) in reverse start order. A rank that hears nothing from rank 0 in time
+        goes on by itself."""
+        if self.tree is not None:
+            def tree_done():
+                self.broadcast_system("tree_stopped", None)
+                self._stop_in_order()
+            self.tree.stop_all(tree_done)
+            return
+        if self._tree_is_stopped:
+            self._stop_in_order()
+            return
+        budget = sum(c.shutdown_timeout_ms for c in self.config.children) / 1000.0 + 5.0
+        self._tree_wait = True
+
+        def give_up():
+            if self._tree_wait:
+                log.warning("rank %d: rank 0 did not finish stopping the supervision tree "
+                            "within %.0f s; stopping this rank's actors now", self.rank,
+                            budget)
+                self._tree_stopped()
+        self.call_later(budget, give_up)
+
+    def _tree_stopped(self) -> None:
+        if self._tree_wait:
+            self._tree_wait = False
+            self._stop_in_order()
 
     def _stop_in_order(self) -> None:
         """Graceful stop of every local actor, in reverse start order, one at a time:
@@ -1796,7 +1833,7 @@ class Node(PoolCalls):
                 elif phase == P_DRAINING and self._drained(now):
                     if not self._stopping_actors:
                         self._stopping_actors = True
-                        self._stop_in_order()
+                        self._begin_stop()
                     worked = True
                 elif phase == P_FINAL:
                     if transport.outbox:

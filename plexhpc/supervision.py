@@ -172,6 +172,17 @@ class SupervisionTree:
             self._done()
         self._run(halt, up)
 
+    def stop_all(self, then) -> None:
+        """Job shutdown: every config child, in reverse start order across all ranks,
+        each given its shutdown_timeout_ms; ``then()`` when all are down. Waits for a
+        restart in progress to finish first."""
+        if self._busy:
+            self.node.call_later(0.005, lambda: self.stop_all(then))
+            return
+        self._busy = True
+        self._queue.clear()
+        self._run([("halt", c) for c in reversed(self.root.leaves())], then)
+
     # ---- commands to the ranks ----------------------------------------------------
 
     def _run(self, steps, then, failed=None) -> None:
