@@ -354,26 +354,24 @@ def run_handler(fn: Callable | None = None) -> Callable:
     return mark(fn) if fn is not None else mark
 
 
-def signal_handler(name: str) -> Callable:
-    """Mark a Workflow actor's handler of signal ``name`` (op ``workflow_signal:<name>``)."""
+def _named_marker(attr: str, what: str, name) -> Callable:
     if not isinstance(name, str) or not name:
-        raise TypeError(f"@signal_handler needs a signal name, got {name!r}")
+        raise TypeError(f"@{what}_handler needs a {what} name, got {name!r}")
 
     def mark(f):
-        f.__plex_signal__ = name
+        setattr(f, attr, name)
         return f
     return mark
+
+
+def signal_handler(name: str) -> Callable:
+    """Mark a Workflow actor's handler of signal ``name`` (op ``workflow_signal:<name>``)."""
+    return _named_marker("__plex_signal__", "signal", name)
 
 
 def query_handler(name: str) -> Callable:
     """Mark a Workflow actor's handler of query ``name`` (op ``workflow_query:<name>``)."""
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"@query_handler needs a query name, got {name!r}")
-
-    def mark(f):
-        f.__plex_query__ = name
-        return f
-    return mark
+    return _named_marker("__plex_query__", "query", name)
 
 
 def spec_of(cls: Any) -> ActorSpec:
