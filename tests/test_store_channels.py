@@ -327,6 +327,24 @@ def test_idempotent_send(ch):
     assert ch.depth(S, "q") == {"ready": 0, "leased": 0, "dead": 0}
 
 
+def test_idempotency_keys_count_for_a_window_then_are_forgotten(conn, clock):
+    ch = ChannelStore(conn, now_ms=clock, idempotency_window_ms=1000)
+    first = ch.send(S, "q", "t", 1, idempotency_key="k")
+    clock.t += 999
+    assert ch.send(S, "q", "t", 2, idempotency_key="k") == first  # inside the window
+    clock.t += 2
+    again = ch.send(S, "q", "t", 3, idempotency_key="k")             # a day later, say
+    assert again != first
+    assert ch.send(S, "q", "t", 4, idempotency_key="k") == again
+    for i in range(300):  # old keys are pruned as sends go on
+        ch.send(S, "q", "t", i, idempotency_key=f"n{i}")
+        clock.t += 10
+    (kept,) = conn.execute("SELECT COUNT(*) FROM channel_idem").fetchone()
+    assert kept < 200
+    with pytest.raises(InvalidMessage, match="idempotency_window_ms"):
+        ChannelStore(conn, idempotency_window_ms=0)
+
+
 def test_channels_and_scopes_are_separate(ch):
     ch.send(("a", "b"), "c", "t", 1)
     ch.send(("a",), "b", "t", 2)     # would collide if scope and channel were joined naively

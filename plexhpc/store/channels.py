@@ -6,7 +6,8 @@ it; :meth:`~ChannelStore.nack` makes it ready again (or dead); a lease that runs
 makes it ready again, so a consumer that crashed mid-message does not lose it. A message
 whose lease ends after ``max_deliveries`` deliveries becomes *dead* (a dead letter)
 instead of being handed out forever. Sending with an idempotency key enqueues once: a
-repeat returns the first message's id, even after that message was acked.
+repeat within ``idempotency_window_ms`` (a day by default) returns the first message's
+id, even after that message was acked; older keys are forgotten and pruned.
 
 Lease expiry is judged lazily against ``now_ms`` (no background sweeper): a message
 whose lease has run out counts as ready (or dead) from that moment on.
@@ -113,9 +114,17 @@ class ChannelStore:
     """
 
     def __init__(self, conn: sqlite3.Connection, *, now_ms: Callable[[], int] | None = None,
-                 max_deliveries: int = 5, defer_acks: bool = True):
+                 max_deliveries: int = 5, defer_acks: bool = True,
+                 idempotency_window_ms: int = 24 * 3600 * 1000):
         if type(max_deliveries) is not int or max_deliveries < 1:
             raise InvalidMessage(f"max_deliveries must be an int >= 1, got {max_deliveries!r}")
+        if type(idempotency_window_ms) is not int or idempotency_window_ms < 1:
+            raise InvalidMessage(f"idempotency_window_ms must be an int >= 1, got "
+                                 f"{idempotency_window_ms!r}")
+        # an idempotency key counts for this long (as payment APIs do: a day), then it is
+        # forgotten, so the key table does not grow with every send ever made
+        self.idempotency_window_ms = idempotency_window_ms
+        self._idem_sends = 0
         ensure_schema(conn)
         self._conn = conn
         self._now = now_ms or wall_ms
@@ -298,13 +307,17 @@ class ChannelStore:
         return self._cur.execute(_ACK, (q, seq, token, now)).rowcount
 
     def _send_once(self, q: bytes, msg_type: str, body: bytes, idem: str) -> str:
-        row = self._conn.execute("SELECT msg_id FROM channel_idem WHERE q = ? AND idem = ?",
-                                 (q, idem)).fetchone()
-        if row is not None:
-            return row[0]
         now = self._now()
+        oldest = now - self.idempotency_window_ms
+        row = self._conn.execute("SELECT msg_id, created_at FROM channel_idem WHERE q = ? "
+                                 "AND idem = ?", (q, idem)).fetchone()
+        if row is not None and row[1] >= oldest:
+            return row[0]
+        self._idem_sends += 1
+        if self._idem_sends % 256 == 0:  # now and then, forget keys past the window
+            self._conn.execute("DELETE FROM channel_idem WHERE created_at < ?", (oldest,))
         msg_id = self._insert(q, msg_type, body, now)
-        self._conn.execute("INSERT INTO channel_idem (q, idem, msg_id, created_at) "
+        self._conn.execute("INSERT OR REPLACE INTO channel_idem (q, idem, msg_id, created_at) "
                            "VALUES (?, ?, ?, ?)", (q, idem, msg_id, now))
         return msg_id
 
