@@ -226,8 +226,11 @@ def _complete_workflow(spec) -> None:
             sig = getattr(value, "__plex_signal__", None)
             if sig:
                 op = f"workflow_signal:{sig}"
-                wf.signals[sig] = spec.handlers[op] = HandlerSpec(
-                    op, value, CALL, *_signature_facts(value, op))
+                facts = _signature_facts(value, op)
+                wf.signals[sig] = HandlerSpec(op, value, CALL, *facts)
+                from . import workflow as _wf  # a signal during a run is recorded first
+                spec.handlers[op] = HandlerSpec(op, _wf.recorded_signal(sig, wf.signals[sig]),
+                                                CALL, (), (), True)
             q = getattr(value, "__plex_query__", None)
             if q:
                 op = f"workflow_query:{q}"

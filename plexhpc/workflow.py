@@ -30,7 +30,8 @@ log = get_logger("actor")
 
 
 class Run:
-    __slots__ = ("run_id", "payload", "g", "token", "next_step", "done_steps", "resumed")
+    __slots__ = ("run_id", "payload", "g", "token", "next_step", "done_steps", "resumed",
+                 "signals", "n_signals")
 
     def __init__(self, run_id, payload, token, done_steps):
         self.run_id = run_id
@@ -38,8 +39,44 @@ class Run:
         self.g = None
         self.token = token
         self.next_step = 0
-        self.done_steps = done_steps
+        # steps are recorded under 0, 1, 2...; signals received during the run under
+        # -1, -2, ... with the step they came before, so a replay re-applies them there
+        self.done_steps = {k: v for k, v in done_steps.items() if k >= 0}
+        self.signals = sorted((v for k, v in done_steps.items() if k < 0),
+                              key=lambda rec: rec["seq"])
+        self.n_signals = len(self.signals)
         self.resumed = bool(done_steps)
+
+
+def recorded_signal(name: str, h):
+    """The handler of ``workflow_signal:<name>``: during a run, the signal is recorded
+    (with the step it arrived before) and then handled, so a run replayed after a
+    crash sees it again at the same point."""
+    def handle(self, **payload):
+        node, cell = _here()
+        run = node.runs.get(cell.id)
+        if run is not None:
+            run.n_signals += 1
+            try:
+                node.local_state.checkpoints.record_step(
+                    _wf_key(cell), run.run_id, -run.n_signals,
+                    {"signal": name, "payload": payload, "before": run.next_step,
+                     "seq": run.n_signals})
+            except TypeError as exc:
+                raise E.Rejected(f"signal {name!r}: its payload cannot be recorded: {exc}")
+        return h.invoke(self, payload)
+    handle.__name__ = f"signal:{name}"
+    return handle
+
+
+def _replay_signals(cell, run, before: int) -> None:
+    """Apply the recorded signals that arrived before step ``before``."""
+    sigs = cell.spec.workflow.signals
+    while run.signals and run.signals[0]["before"] <= before:
+        rec = run.signals.pop(0)
+        h = sigs.get(rec["signal"])
+        if h is not None:
+            h.invoke(cell.inst, rec["payload"])
 
 
 def _wf_key(cell) -> str:
@@ -150,6 +187,13 @@ def kill_run(node, cell) -> None:
     run = node.runs.pop(cell.id, None)
     if run is None or run.g is None or run.g.dead or run.g is getcurrent():
         return
+    if run.token is not None:  # whoever started it hears now, not at its ask's timeout
+        node.reply_to(run.token, False, E.RemoteError(
+            f"workflow run {run.run_id} of {cell.id} was interrupted (the actor crashed or "
+            "stopped); it resumes after its last completed step when the actor starts "
+            "again: ask workflow_status for its result", remote_type="RunInterrupted",
+            rank=node.rank, actor=cell.id, op="workflow_run"))
+        run.token = None
 
     def kill():
         if not run.g.dead:
@@ -171,6 +215,8 @@ def step(name: str, fn, *args, **kwargs):
         raise ValueError(f"a step needs a name (a non-empty str), got {name!r}")
     idx = run.next_step
     run.next_step += 1
+    if run.signals:
+        _replay_signals(cell, run, idx)
     rec = run.done_steps.get(idx)
     if rec is not None:
         if rec.get("name") != name:

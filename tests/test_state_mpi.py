@@ -137,12 +137,20 @@ def test_workflow_query_during_run_and_resume_after_crash(r):
     assert r["wf_query_during_run"] == {"status": "running", "progress": 1}
     assert r["wf_second_run"] == "InvalidMessage"
     # the run acted for the tenant that started it, though another tenant queried it
-    assert r["wf_result"] == {"status": "completed", "done": [1, 1], "tenant": "default"}
+    assert r["wf_result"] == {"status": "completed", "done": [1, 1], "tenant": "default",
+                              "notes": []}
     assert r["wf_crash"] == "RemoteError"
     status, ran = r["wf_resumed"]
     assert status == {"status": "completed", "progress": 3}
     # steps 0 and 1 ran once in this run (2 in total with the first run); step 2 once
     assert ran == [2, 2, 1]
+
+
+def test_workflow_signals_are_replayed_and_an_interrupted_caller_is_told(r):
+    assert r["wf_interrupted_caller"] == ["RemoteError", True]
+    st = r["wf_signal_replayed"]
+    assert st["status"] == "completed"
+    assert st["result"]["notes"] == ["hello"]  # the signal survived the crash
 
 
 def test_channel_is_at_least_once_under_consumer_crashes():

@@ -185,6 +185,7 @@ class Pipeline:
     status: str = state(default="idle")
     progress: int = state(default=0)
     cancelled: bool = state(default=False)
+    notes: list = state(default_factory=list)
 
     @init_handler
     def on_init(self, config):
@@ -210,7 +211,8 @@ class Pipeline:
                 host.kv_put("crashed", True)
                 raise RuntimeError(f"crash after step {i}")
         self.status = "completed"
-        return {"status": "completed", "done": out, "tenant": host.context().tenant}
+        return {"status": "completed", "done": out, "tenant": host.context().tenant,
+                "notes": self.notes}
 
     def _work(self, i):
         return host.kv_increment(f"ran:{i}")
@@ -219,6 +221,15 @@ class Pipeline:
     def cancel(self):
         self.cancelled = True
         return {"status": "ok"}
+
+    @signal_handler("note")
+    def note(self, text: str):
+        self.notes.append(text)
+        return {"status": "ok"}
+
+    @handler("crash")
+    def crash(self):
+        raise RuntimeError("crash requested")
 
     @query_handler("status")
     def q_status(self):

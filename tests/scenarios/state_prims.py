@@ -250,6 +250,29 @@ def main():
                 break
             time.sleep(0.1)
         out["wf_resumed"] = [st, node.ask(p, "ran", {"steps": 3})]
+        # a signal received during a run is seen again when the run is replayed
+        res2 = {}
+
+        def runner2():
+            res2["e"] = type(err(lambda: node.ask(p, "workflow_run", {
+                "steps": 2, "gate": "g2", "run_id": "r2"}, timeout_ms=20000))).__name__
+        th = threading.Thread(target=runner2)
+        th.start()
+        time.sleep(0.3)  # at the gate after step 0
+        node.ask(p, "workflow_signal:note", {"text": "hello"})
+        t0 = time.monotonic()
+        err(lambda: node.ask(p, "crash"))
+        th.join(10)
+        out["wf_interrupted_caller"] = [res2.get("e"), time.monotonic() - t0 < 5]
+        ts("write", ["g2", 0], who=s0, ctx={})
+        ts("write", ["g2", 1], who=s0, ctx={})
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            st2 = node.ask(p, "workflow_status", {"run_id": "r2"})
+            if st2["status"] == "completed":
+                break
+            time.sleep(0.1)
+        out["wf_signal_replayed"] = st2
     print("RESULT " + json.dumps(out, default=str), flush=True)
 
 
