@@ -1613,8 +1613,13 @@ class Node(PoolCalls):
 
     def _kill_runs(self) -> None:
         """Abandon every workflow run in progress (they resume on the next launch)."""
-        for run in list(self.runs.values()):
-            if run.g is not None and not run.g.dead:
+        from .workflow import kill_run
+        for aid in list(self.runs):
+            cell = self._cells.get(aid)
+            run = self.runs.get(aid)
+            if cell is not None:
+                kill_run(self, cell)  # tells the caller; the kill itself is queued
+            if run is not None and run.g is not None and not run.g.dead:
                 _kill(run.g)
         self.runs.clear()
 

@@ -59,7 +59,8 @@ def test_a_tampered_checkpoint_is_refused_and_the_actor_starts_fresh(runs):
 def test_a_workflow_stopped_mid_run_resumes_after_the_relaunch_without_repeating(runs):
     first, second, _ = runs
     assert first["flow_progress_before_stop"] == 2
-    assert first["flow_caller_told"] in ("NodeClosed", "JobFailed")
+    # told the run was interrupted (or, if the node closed first, that)
+    assert first["flow_caller_told"] in ("RemoteError", "NodeClosed")
     assert second["flow_status_after_relaunch"] == "running"
     progress, ran = second["flow_after_relaunch"]
     assert progress == 3 and ran == [1, 1, 1]  # steps 0 and 1 were not run again
