@@ -4,14 +4,18 @@ on rank 0), and on 1 rank where everything is local."""
 
 import pytest
 
-from conftest import scenario_result
+from conftest import SCENARIOS, mpirun, scenario_result
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(150)]
 
 
-@pytest.fixture(scope="module", params=[2, 1], ids=["2-ranks", "1-rank"])
+@pytest.fixture(scope="module", params=[(2, 0), (1, 0), (2, 1)],
+                ids=["2-ranks", "1-rank", "2-ranks-stores-on-rank-1"])
 def r(request):
-    return scenario_result("state_prims", request.param, timeout=120)
+    ranks, state_rank = request.param
+    job = mpirun(ranks, [str(SCENARIOS / "state_prims.py"), str(state_rank)], timeout=120)
+    assert job.returncode == 0, job
+    return job.result()
 
 
 def test_kv_operations(r):

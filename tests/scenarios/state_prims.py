@@ -5,6 +5,7 @@ Actors sit on the last rank while the stores live on rank 0, so every state call
 the driver's crosses ranks when there are two or more."""
 
 import json
+import sys
 import threading
 import time
 
@@ -17,7 +18,10 @@ GLOBEX = {"tenant": "globex", "namespace": "prod", "principal": "bob"}
 
 def main():
     out = {}
-    with plexhpc.start({"supervisor": {"max_restarts": 50, "children": []}}) as node:
+    cfg = {"supervisor": {"max_restarts": 50, "children": []}}
+    if len(sys.argv) > 1:  # the rank that owns the stores (default 0)
+        cfg["state"] = {"rank": int(sys.argv[1])}
+    with plexhpc.start(cfg) as node:
         if not node.is_driver:
             return
         last = node.size - 1
