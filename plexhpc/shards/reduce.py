@@ -56,6 +56,34 @@ def _scalar_shape(v):
     return None
 
 
+_NO = object()
+
+
+def _combine_flat(values: list, reduction: str):
+    """The usual case, fast: flat dicts of ints and floats with the same keys (metrics),
+    summed, multiplied, or min/max-ed. Anything else: ``_NO`` (the general path)."""
+    fn = _PY.get(reduction)
+    first = values[0]
+    if fn is None or reduction in ("bool_and", "bool_or") or type(first) is not dict:
+        return _NO
+    acc = {}
+    for k, x in first.items():
+        t = type(x)
+        if t is not int and t is not float:
+            return _NO
+        acc[k] = x
+    n = len(acc)
+    for v in values[1:]:
+        if type(v) is not dict or len(v) != n:
+            return _NO
+        for k, x in v.items():
+            t = type(x)
+            if (t is not int and t is not float) or k not in acc:
+                return _NO
+            acc[k] = fn(acc[k], x)
+    return acc
+
+
 def combine(values: list, reduction: str):
     """Combine values (numbers, arrays, or pytrees of them; lists for ``concat``) in
     order. Numbers and flat dicts of numbers (the usual metrics) are combined directly in
@@ -69,6 +97,9 @@ def combine(values: list, reduction: str):
         for v in values:
             out.extend(v if isinstance(v, list) else [v])
         return out
+    fast = _combine_flat(values, reduction)
+    if fast is not _NO:
+        return fast
     shape = _scalar_shape(values[0])
     if reduction in ("sum", "product") and (shape is bool or (
             isinstance(shape, tuple) and any(t is bool for _, t in shape))):
@@ -171,7 +202,12 @@ class GroupReductions:
     def _sequence(self, plan: dict) -> None:
         plan["seq"] = self._next_seq
         self._next_seq += 1
-        self._node.broadcast_system("gred", plan)
+        node = self._node
+        node.broadcast_system("gred", plan)
+        # the other ranks start their part when this arrives: send it before starting
+        # this rank's own part (which would otherwise delay it until the loop flushes)
+        for dest in node.transport.flush():
+            node.doorbell.ring_if_sleeping(dest)
         self.receive(plan)
 
     def on_request(self, plan: dict) -> None:  # rank 0 only
@@ -275,8 +311,8 @@ class _Run:
             node.add_background(req, self._on_big, self.plan["timeout_ms"] / 1000.0,
                                 self._on_timeout)
             return
-        parts = [pickle.loads(bytes(self.slots[r * _SLOT + _HEAD.size:
-                                               r * _SLOT + _HEAD.size + h[3]]))
+        view = memoryview(self.slots)  # no copies: pickle reads the slots in place
+        parts = [pickle.loads(view[r * _SLOT + _HEAD.size:r * _SLOT + _HEAD.size + h[3]])
                  if h[0] != _EMPTY else None for r, h in enumerate(heads)]
         self._finish(parts)
 
