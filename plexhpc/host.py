@@ -31,6 +31,11 @@ _log = get_logger("actor")
 DEFAULT_TIMEOUT_MS = 5000
 
 
+def log_refusal(cell, actor, ok, value) -> None:
+    if not ok:
+        _log.warning("%s: stop of %s refused: %s", cell.id, actor, value)
+
+
 def _finite(value, what: str) -> float:
     """A timeout or delay in ms: a finite number >= 0, at most a week."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
@@ -161,9 +166,10 @@ class Host(PoolCalls, KVCalls):
             raise ValueError(f"timeout_ms must be > 0, got {timeout_ms!r}")
         node, cell = _here()
         targets = list(targets)
+        ctx = current_ctx(cell)
         results = node.wait_from_actor(lambda done: node.start_ask_many(
             targets, op, payload, timeout_ms, len(targets), cell.id,
-            lambda res: done(True, res)))
+            lambda res: done(True, res), ctx))
         return [r[1] if r is not None else E.AskTimeout(f"{t}: not waited for")
                 for t, r in zip(targets, results)]
 
@@ -290,7 +296,7 @@ class Host(PoolCalls, KVCalls):
         name), shard_count, partition_strategy (hash|range|round_robin), placement
         ({"strategy": spread|pack|ranks}), initial_state, args, key_range."""
         return self._shard_call(lambda node, cell, done: _shard_api.create(
-            node, cell.id, spec, done))
+            node, cell.id, spec, done, current_ctx(cell), cell.caps))
 
     def destroy_shard_group(self, group_id: str) -> dict:
         """Stop every shard of the group and forget it on every rank."""
@@ -302,19 +308,19 @@ class Host(PoolCalls, KVCalls):
         """Ask the shard that owns ``key`` (by the group's partition strategy)."""
         _check(op, payload)
         return self._shard_call(lambda node, cell, done: _shard_api.route(
-            node, cell.id, group_id, key, op, payload, timeout_ms, done))
+            node, cell.id, group_id, key, op, payload, timeout_ms, done, current_ctx(cell)))
 
     def scatter_gather(self, spec: dict) -> dict:
         """Ask every shard ``query`` at once; returns ``{result, shard_responses, stats}``
         as soon as ``min_responses`` answered (default: all), or raises
         :class:`~plexhpc.errors.ScatterGatherIncomplete` listing the missing shards."""
         return self._shard_call(lambda node, cell, done: _shard_api.scatter_gather(
-            node, cell.id, spec, done))
+            node, cell.id, spec, done, current_ctx(cell)))
 
     def broadcast_shard_group(self, spec: dict) -> dict:
         """Deliver ``message`` to every shard and count the acks (``min_acks``)."""
         return self._shard_call(lambda node, cell, done: _shard_api.broadcast(
-            node, cell.id, spec, done))
+            node, cell.id, spec, done, current_ctx(cell)))
 
     def barrier_shard_group(self, spec: dict) -> dict:
         """Return once every shard has handled everything sent to it before."""
@@ -327,14 +333,14 @@ class Host(PoolCalls, KVCalls):
         each rank and one MPI collective across ranks; returns ``{value, shards_answered,
         ranks, elapsed_ms, ...}``."""
         return self._shard_call(lambda node, cell, done: node.reductions.request(
-            spec, cell.id, done))
+            spec, cell.id, done, current_ctx(cell)))
 
     def all_reduce_shard_group(self, spec: dict) -> dict:
         """As :meth:`reduce_shard_group`, and every shard receives the value too (a cast
         of ``target``, default ``"reduced"``, with ``{value, group_id, reduction}``)."""
         spec = dict(spec, all=True) if isinstance(spec, dict) else spec
         return self._shard_call(lambda node, cell, done: node.reductions.request(
-            spec, cell.id, done))
+            spec, cell.id, done, current_ctx(cell)))
 
     @staticmethod
     def _shard_call(start):
@@ -349,7 +355,9 @@ class Host(PoolCalls, KVCalls):
         if actor is None or actor == cell.id:
             node.stop_actor(cell, reason)
             return
-        node._start_stop(actor, reason, lambda ok, value: None)
+        require(cell, "spawn")  # lifecycle control of other actors
+        node._start_stop(actor, reason, lambda ok, value: log_refusal(cell, actor, ok, value),
+                         current_ctx(cell))
 
     def exit(self, reason: str = "normal") -> None:
         """End this actor after the current message, as OTP's ``exit``: a config child

@@ -42,7 +42,7 @@ def _call(node, prim, op, scope, args, timeout_ms=0):
 
     def start(done):
         def answered(ok, value):
-            if ok and value is not None and caller.dead:
+            if ok and value is not None and (caller.dead or getattr(caller, "killed", False)):
                 _give_back(node, prim, op, scope, args, value)
             done(ok, value)
         node.state_request((prim, op, scope, args, timeout_ms), answered)

@@ -515,7 +515,8 @@ class Node(PoolCalls):
                 best = dq[0][0]
         return best
 
-    def start_ask_many(self, targets, op, payload, timeout_ms, min_success, frm, done) -> None:
+    def start_ask_many(self, targets, op, payload, timeout_ms, min_success, frm, done,
+                       ctx=None) -> None:
         """Ask every target at once; ``done(results)`` as soon as ``min_success`` replied
         successfully or every ask has ended (reply, error or timeout). ``results[i]`` is
         ``(ok, value, latency_ms, arrival)`` or None for an ask dropped after the early
@@ -551,7 +552,7 @@ class Node(PoolCalls):
         for i, target in enumerate(targets):
             if state["finished"]:
                 break
-            corrs[i] = self._start_ask(target, op, payload, timeout_ms, waiter(i), frm)
+            corrs[i] = self._start_ask(target, op, payload, timeout_ms, waiter(i), frm, ctx)
 
     def add_background(self, req, on_done, timeout_s: float, on_timeout) -> None:
         """Poll a nonblocking MPI request from the loop; ``on_done()`` when it completes,
@@ -671,13 +672,21 @@ class Node(PoolCalls):
         aid, r = self._resolve(peer)
         if aid == cell.id:
             raise E.InvalidMessage(f"{aid} cannot link to itself")
+        ctx = getattr(getcurrent(), "ctx", None) or cell.ctx
+        if r == self.rank:
+            target = self._cells.get(aid)
+            if target is not None and not _same_tenant(ctx, target):
+                raise E.CapabilityDenied(
+                    f"a caller acting for tenant {ctx[0]!r} cannot link to {aid}, which "
+                    f"belongs to tenant {target.home_ctx[0]!r}", capability="link")
         if cell.links is None:
             cell.links = set()
         cell.links.add(aid)
         if r == self.rank:
             self._add_link(aid, cell.id)
         else:
-            self.transport.post(r, (SYS, None, None, "link", (aid, cell.id), 0, -1, None))
+            self.transport.post(r, (SYS, None, None, "link", (aid, cell.id, ctx), 0, -1,
+                                    None))
 
     def unlink(self, cell, peer: str) -> None:
         aid, r = self._resolve(peer)
@@ -688,10 +697,13 @@ class Node(PoolCalls):
         else:
             self.transport.post(r, (SYS, None, None, "unlink", (aid, cell.id), 0, -1, None))
 
-    def _add_link(self, aid, peer) -> None:
+    def _add_link(self, aid, peer, ctx=None) -> None:
         target = self._cells.get(aid)
         if target is None or target.status == STOPPED:
             self._exit_signal(peer, aid, "noproc")
+            return
+        if not _same_tenant(ctx, target):  # fate sharing only within a tenant
+            self._exit_signal(peer, aid, f"link refused: {aid} belongs to another tenant")
             return
         if target.links is None:
             target.links = set()
@@ -740,6 +752,12 @@ class Node(PoolCalls):
         """An actor ends itself: a config child is handed to its supervisor (a normal
         exit restarts only permanent children); any other actor simply stops."""
         if cell.name in self._tree_names and cell.id == f"{cell.name}@{self.rank}":
+            if cell.inst is not None and cell.spec.terminate is not None:
+                try:  # it ends itself: its terminate handler runs here, in its own turn
+                    cell.spec.terminate(cell.inst, reason)
+                except Exception:  # noqa: BLE001
+                    actor_log.error("%s: terminate handler raised:\n%s", cell.id,
+                                    traceback.format_exc())
             self._halt(cell, reason)
             self._report_exit(cell.name, reason not in ("normal", "shutdown"), reason)
         else:
@@ -749,8 +767,18 @@ class Node(PoolCalls):
         """Carry out the supervisor's ``halt`` / ``start`` / ``remove`` of a config child
         on this rank; ``done`` when finished (for start: when its init finished)."""
         cell = self._cells.get(f"{name}@{self.rank}")
+        child = self._children_by_name.get(name)
+        if cell is None and cmd == "start" and child is not None and child.rank == self.rank:
+            # removed earlier (temporary, or stopped): its supervisor starts it afresh
+            cell = self._new_cell(f"{name}@{self.rank}", name, spec_of(child.cls),
+                                  child.args, child.restart, True, child.context,
+                                  child.capabilities, child.facet_config)
+            cell.status = STARTING
         if cell is None:
-            done(False, E.ActorNotFound(f"no config child {name!r} on rank {self.rank}"))
+            if cmd in ("halt", "remove"):
+                done(True, None)  # gone already: nothing to stop
+            else:
+                done(False, E.ActorNotFound(f"no config child {name!r} on rank {self.rank}"))
             return
         if cmd == "halt":
             self._halt(cell, "shutdown", lambda: done(True, None))
@@ -1112,18 +1140,25 @@ class Node(PoolCalls):
     def _static_names(self):
         return {c.name for c in self.config.children}
 
-    def _start_stop(self, actor, reason, done) -> None:
+    def _start_stop(self, actor, reason, done, ctx=None) -> None:
+        """Stop ``actor`` for a caller acting in ``ctx`` (None: the runtime or a driver).
+        A caller acting for a tenant may stop only that tenant's actors."""
         try:
             aid, r = self._resolve(actor)
         except E.PlexError as exc:
             done(False, exc)
             return
         if r != self.rank:
-            self._system_ask(r, "stop", reason, done, 10000, to=aid)
+            self._system_ask(r, "stop", (reason, ctx), done, 10000, to=aid)
             return
         cell = self._cells.get(aid)
         if cell is None or cell.status == STOPPED:
             done(False, E.ActorNotFound(f"no actor {aid!r} on rank {self.rank}", actor=aid))
+            return
+        if not _same_tenant(ctx, cell):
+            done(False, E.CapabilityDenied(
+                f"a caller acting for tenant {ctx[0]!r} cannot stop {aid}, which belongs to "
+                f"tenant {cell.home_ctx[0]!r}", capability="spawn"))
             return
         self.stop_actor(cell, reason, done)
 
@@ -1161,9 +1196,17 @@ class Node(PoolCalls):
         if cell.facets is not None and cell.facets.durable:
             _facets.stopping(self, cell, cell.facets)
         if cell.monitors or cell.links:
-            crashed = isinstance(reason, str) and reason.startswith("crashed")
-            self._notify_down(cell, reason if isinstance(reason, str) else repr(reason),
-                              crashed)
+            text = reason if isinstance(reason, str) else repr(reason)
+            self._notify_down(cell, text, text != "normal")
+        if (cell.name in self._tree_names and cell.id == f"{cell.name}@{self.rank}"
+                and reason != "removed by its supervisor" and not self.shutting_down):
+            # stopped from outside its supervisor (OTP's terminate_child): the tree
+            # leaves it out of restarts until its supervisor itself is started again
+            if self.tree is not None:
+                self.tree.removed.add(cell.name)
+            else:
+                self.transport.post(0, (SYS, None, None, "sup_removed", cell.name, 0, -1,
+                                        None))
         if cell.name is not None and cell.name not in self._static_names():
             self._unregister_name(cell.name, cell.id, broadcast=True)
         mb, cell.mailbox = cell.mailbox, None
@@ -1390,6 +1433,7 @@ class Node(PoolCalls):
             tb = traceback.format_exc()
             if waiter is not None:
                 actor_log.error("%s: init failed: %s", cell.id, tb)
+                cell.inst = None  # an instance whose init failed never runs, nor stops
                 waiter(False, E.RemoteError(
                     f"init of actor {cell.id} on rank {self.rank} raised "
                     f"{type(exc).__name__}: {exc}", remote_type=type(exc).__name__,
@@ -1537,11 +1581,15 @@ class Node(PoolCalls):
                 count, args, ctx, caps = rest
                 self._spawn_many_local(cls, count, args, done, ctx, caps)
         elif op == "stop":
-            self._start_stop(env[1], env[4], self._remote_done(src, env))
+            reason, ctx = env[4]
+            self._start_stop(env[1], reason, self._remote_done(src, env), ctx)
         elif op == "tree_stopped":
             self._tree_is_stopped = True  # (before this rank drained: used when it has)
             if self._tree_wait:
                 self._tree_stopped()
+        elif op == "sup_removed":
+            if self.tree is not None:
+                self.tree.removed.add(env[4])
         elif op == "sup_exit":
             if self.tree is not None:
                 self.tree.report(*env[4])
@@ -1912,6 +1960,12 @@ class Node(PoolCalls):
             self.state_service.close()
         if _current is self:
             _current = None
+
+
+def _same_tenant(ctx, target) -> bool:
+    """May a caller acting in ``ctx`` act on ``target`` (stop it, link to it)? Within its
+    tenant, or from the default (system) context."""
+    return ctx is None or ctx[0] == DEFAULT_CTX[0] or target.home_ctx[0] == ctx[0]
 
 
 def _narrow(declared, parent):

@@ -52,6 +52,9 @@ class SupervisionTree:
         # been replaced since (it crashed while its sibling's restart replaced it) is old
         # news, as in OTP, and must not restart anything again
         self.gen = {c.name: 0 for c in root.leaves()}
+        # children that are not running and not to be restarted with their siblings:
+        # temporary ones that exited, and any stopped from outside (terminate_child)
+        self.removed: set = set()
 
     def _index(self, sup: SupervisorSpec) -> None:
         self.log[sup.name] = deque()
@@ -105,6 +108,7 @@ class SupervisionTree:
         restart = spec.restart if isinstance(spec, ChildSpec) else "permanent"
         if restart == "temporary" or (restart == "transient" and not abnormal):
             log.info("%s exited (%s); %s child, not restarted", name, reason, restart)
+            self.removed.update(c.name for c in _leaves(spec))
             self._run([("remove", c) for c in _leaves(spec)], self._done)
             return
         now = time.monotonic()
@@ -123,11 +127,16 @@ class SupervisionTree:
             chosen = units[i:]
         else:
             chosen = list(units)
-        halt = [c for u in reversed(chosen) if u is not spec for c in reversed(_leaves(u))]
+        if isinstance(spec, SupervisorSpec):  # a supervisor starts its whole spec again
+            self.removed.difference_update(c.name for c in spec.leaves())
+        gone = self.removed
+        halt = [c for u in reversed(chosen) if u is not spec
+                for c in reversed(_leaves(u)) if c.name not in gone]
         start = [c for u in chosen for c in _leaves(u)
-                 if u is spec or c.restart != "temporary"]
+                 if c.name not in gone and (u is spec or c.restart != "temporary")]
         removed = [c for u in chosen if u is not spec for c in _leaves(u)
-                   if c.restart == "temporary"]
+                   if c.restart == "temporary" and c.name not in gone]
+        gone.update(c.name for c in removed)
         delay = 0.0
         if sup.backoff_ms > 0:
             delay = min(sup.backoff_max_ms, sup.backoff_ms * 2 ** (len(times) - 1)) / 1000.0
@@ -181,7 +190,8 @@ class SupervisionTree:
             return
         self._busy = True
         self._queue.clear()
-        self._run([("halt", c) for c in reversed(self.root.leaves())], then)
+        self._run([("halt", c) for c in reversed(self.root.leaves())
+                   if c.name not in self.removed], then)
 
     # ---- commands to the ranks ----------------------------------------------------
 

@@ -55,16 +55,20 @@ def recorded_signal(name: str, h):
     def handle(self, **payload):
         node, cell = _here()
         run = node.runs.get(cell.id)
+        before = run.next_step if run is not None else 0
+        result = h.invoke(self, payload)  # a signal that raises is not recorded
+        run = node.runs.get(cell.id)
         if run is not None:
             run.n_signals += 1
             try:
                 node.local_state.checkpoints.record_step(
                     _wf_key(cell), run.run_id, -run.n_signals,
-                    {"signal": name, "payload": payload, "before": run.next_step,
+                    {"signal": name, "payload": payload, "before": before,
                      "seq": run.n_signals})
-            except TypeError as exc:
-                raise E.Rejected(f"signal {name!r}: its payload cannot be recorded: {exc}")
-        return h.invoke(self, payload)
+            except (TypeError, E.PlexError) as exc:
+                log.error("%s: signal %r could not be recorded for replay: %s", cell.id,
+                          name, exc)
+        return result
     handle.__name__ = f"signal:{name}"
     return handle
 
@@ -107,6 +111,9 @@ def start_run(self, **payload):
     if not isinstance(run_id, str):
         raise E.Rejected(f"run_id must be a str, got {run_id!r}")
     store = node.local_state.checkpoints
+    if store.run_finished(_wf_key(cell), run_id) or store.steps(_wf_key(cell), run_id):
+        raise E.Rejected(f"run_id {run_id!r} has been used already; give a new one (or "
+                         "none: one is made up)")
     try:
         store.save(_active_key(cell), {"run_id": run_id, "payload": payload,
                                        "ctx": list(cell.ctx)}, 0)
@@ -173,9 +180,12 @@ def _body(args):
         scope = list(run.g.ctx[:2]) if run.g is not None else None
         store.finish_run(_wf_key(cell), run.run_id, {"result": result, "scope": scope})
         store.compact_runs(_wf_key(cell), keep=node.config.state.retention)
-    except TypeError as exc:
+    except (TypeError, E.PlexError) as exc:
         log.error("%s: the result of run %s cannot be recorded: %s", cell.id, run.run_id, exc)
-    store.delete(_active_key(cell))
+    try:
+        store.delete(_active_key(cell))
+    except E.PlexError as exc:  # never let a store problem take the loop down
+        log.error("%s: cannot clear the record of run %s: %s", cell.id, run.run_id, exc)
     if run.token is not None:
         node.reply_to(run.token, True, result)
     return None
@@ -187,6 +197,7 @@ def kill_run(node, cell) -> None:
     run = node.runs.pop(cell.id, None)
     if run is None or run.g is None or run.g.dead or run.g is getcurrent():
         return
+    run.g.killed = True  # what arrives for it from now on goes back (host_state)
     if run.token is not None:  # whoever started it hears now, not at its ask's timeout
         node.reply_to(run.token, False, E.RemoteError(
             f"workflow run {run.run_id} of {cell.id} was interrupted (the actor crashed or "

@@ -88,6 +88,18 @@ def test_every_capability_is_enforced_and_spawn_cannot_widen_them(r):
     assert child_kv[0] == "CapabilityDenied" and "'kv'" in child_kv[1]
 
 
+def test_shards_and_fan_outs_keep_the_context_and_the_creators_capabilities(r):
+    route_ctx, sg_ctx, many_ctx = r["shard_ctx"]
+    assert route_ctx[0] == sg_ctx[0] == many_ctx[0] == "acme"
+    assert r["shard_caps"][0] == "CapabilityDenied"  # the shard could not use kv either
+    for kind in r["shard_reserved"]:
+        assert kind == "InvalidMessage"
+
+
+def test_a_tenant_cannot_stop_another_tenants_actor(r):
+    assert r["stop_other_tenant"][0] == "acme"
+
+
 def test_runtime_signals_cannot_be_forged(r):
     from_actor, from_driver = r["reserved"]
     assert from_actor[0] == "InvalidMessage" and "reserved for the runtime" in from_actor[1]
@@ -117,6 +129,7 @@ def test_monitors_and_links(r):
     assert r["linked_crash"] and "LinkedExit" in r["linked_crash"][0]
     assert r["exits_after_unlinked_crash"] == 0
     assert r["monitor_unknown_name"] == ["noproc"]
+    assert r["exit_boom_signals"] == ["boom"]
     assert r["demonitor_fired"] is False
 
 
@@ -155,6 +168,8 @@ def test_workflow_signals_are_replayed_and_an_interrupted_caller_is_told(r):
     st = r["wf_signal_replayed"]
     assert st["status"] == "completed"
     assert st["result"]["notes"] == ["hello"]  # the signal survived the crash
+    assert r["wf_run_id_reused"] == "InvalidMessage"  # refused; the actor lives on
+    assert r["wf_alive_after_reuse"] == "idle"
 
 
 def test_channel_is_at_least_once_under_consumer_crashes():

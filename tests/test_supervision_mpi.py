@@ -4,7 +4,7 @@ intensity is exceeded escalating to the root."""
 
 import pytest
 
-from conftest import scenario_result
+from conftest import SCENARIOS, mpirun
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
 
@@ -18,8 +18,15 @@ def starts(**changed):
 
 
 @pytest.fixture(scope="module")
-def r():
-    return scenario_result("sup_tree", 2, timeout=100)
+def job():
+    j = mpirun(2, [str(SCENARIOS / "sup_tree.py")], timeout=100)
+    assert j.returncode == 0, j
+    return j
+
+
+@pytest.fixture(scope="module")
+def r(job):
+    return job.result()
 
 
 def test_every_child_started_once(r):
@@ -55,6 +62,15 @@ def test_restart_types(r):
     assert r["types_starts"] == starts(a=2, p2=2, p3=2, t1=2, t2=2, perm=2)
 
 
+def test_exit_runs_the_terminate_handler(r):
+    assert r["exit_ran_terminate"] is True
+
+
+def test_a_child_stopped_from_outside_stays_out_of_the_tree(r, job):
+    assert r["after_terminate_child"] == [3, 4, "ActorNotFound"]
+    assert "failed" not in job.stderr.replace("crashed", "")  # no halt/start failures
+
+
 def test_intensity_exceeded_escalates_to_the_parent(r):
     # the team gave up on its second crash; the root restarted the whole team
     assert r["escalated"] == starts(a=2, p2=2, p3=2, t1=3, t2=3, perm=2)
@@ -65,7 +81,7 @@ def test_shutdown_stops_children_in_reverse_order_with_a_timeout_then_kill():
     import tempfile
     import time
 
-    from conftest import SCENARIOS, STATE_TMP, mpirun
+    from conftest import STATE_TMP
     from plexhpc.store import TupleSpace, open_db
 
     state = tempfile.mkdtemp(prefix="shutdown-", dir=STATE_TMP)

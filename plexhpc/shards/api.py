@@ -37,18 +37,32 @@ def _guard(done, fn):
         done(False, exc)
 
 
-def create(node, frm, spec, done):
-    node.shards.create(spec, done)
+def _op(op, call):
+    """An op a caller may send: a str that is not one only the runtime sends."""
+    from ..node import RESERVED_OPS
+    if not isinstance(op, str) or not op:
+        raise E.ShardGroupError(f"{call}: op must be a non-empty str, got {op!r}")
+    if op in RESERVED_OPS:
+        raise E.InvalidMessage(f"{call}: op {op!r} is reserved for the runtime (monitors, "
+                               "links, lifecycle) and cannot be sent")
+    return op
+
+
+def create(node, frm, spec, done, ctx=None, caps=None):
+    """``ctx`` and ``caps``: the creator's context and capabilities, which the shards
+    inherit (a shard never gets more capabilities than its creator)."""
+    node.shards.create(spec, done, ctx, caps)
 
 
 def destroy(node, frm, group_id, done):
     node.shards.destroy(group_id, done)
 
 
-def route(node, frm, group_id, key, op, payload, timeout_ms, done):
+def route(node, frm, group_id, key, op, payload, timeout_ms, done, ctx=None):
     def go():
+        _op(op, "route")
         _, aid = node.shards.route(group_id, key)
-        node._start_ask(aid, op, payload, timeout_ms, done, frm)
+        node._start_ask(aid, op, payload, timeout_ms, done, frm, ctx)
     _guard(done, go)
 
 
@@ -68,7 +82,7 @@ def _shard_rows(group, results):
     return rows
 
 
-def scatter_gather(node, frm, spec, done):
+def scatter_gather(node, frm, spec, done, ctx=None):
     def go():
         _check(spec, ("group_id", "query", "aggregation", "min_responses", "timeout_ms"),
                "scatter_gather")
@@ -76,6 +90,7 @@ def scatter_gather(node, frm, spec, done):
         query = spec.get("query")
         if not isinstance(query, dict) or not isinstance(query.get("op"), str):
             raise E.ShardGroupError("scatter_gather: query must be a dict with an 'op'")
+        _op(query["op"], "scatter_gather")
         how = spec.get("aggregation", "concat")
         if how not in AGGREGATIONS:
             raise E.ShardGroupError(f"scatter_gather: aggregation must be one of "
@@ -111,11 +126,11 @@ def scatter_gather(node, frm, spec, done):
             done(True, reply)
 
         node.start_ask_many(group.shard_actor_ids, query["op"], query, timeout, need, frm,
-                            on_results)
+                            on_results, ctx)
     _guard(done, go)
 
 
-def broadcast(node, frm, spec, done):
+def broadcast(node, frm, spec, done, ctx=None):
     def go():
         _check(spec, ("group_id", "message", "min_acks", "timeout_ms"), "broadcast_shard_group")
         group = node.shards.get(spec.get("group_id"))
@@ -123,6 +138,7 @@ def broadcast(node, frm, spec, done):
         if not isinstance(message, dict) or not isinstance(message.get("op"), str):
             raise E.ShardGroupError("broadcast_shard_group: message must be a dict with an "
                                     "'op'")
+        _op(message["op"], "broadcast_shard_group")
         need = int(_int(spec, "min_acks", group.shard_count, 0))
         timeout = _int(spec, "timeout_ms", 10000, 1)
 
@@ -141,7 +157,7 @@ def broadcast(node, frm, spec, done):
             done(True, reply)
 
         node.start_ask_many(group.shard_actor_ids, message["op"], message, timeout,
-                            group.shard_count, frm, on_results)
+                            group.shard_count, frm, on_results, ctx)
     _guard(done, go)
 
 

@@ -83,7 +83,7 @@ class ShardGroups:
 
     # ---- changes (run on the hub) -------------------------------------------------
 
-    def create(self, spec: dict, done) -> None:
+    def create(self, spec: dict, done, ctx=None, caps=None) -> None:
         """Validate ``spec``, spawn the shards on their ranks, then announce the group;
         ``done(True, reply)`` once every shard's init has succeeded."""
         node = self._node
@@ -126,7 +126,8 @@ class ShardGroups:
             args = dict(base_args)
             args.update({"shard_id": i, "shard_count": n, "group_id": gid,
                          "initial_state": plan["initial_state"]})
-            node._start_spawn(ref, f"{gid}.shard{i}", r, args, "permanent", one_done(i))
+            node._start_spawn(ref, f"{gid}.shard{i}", r, args, "permanent", one_done(i), ctx,
+                              caps)
 
     def destroy(self, group_id: str, done) -> None:
         node = self._node

@@ -151,11 +151,16 @@ class GroupReductions:
 
     # ---- the caller's side -----------------------------------------------------------
 
-    def request(self, spec: dict, frm: str, done) -> None:
-        """Validate and send to the sequencer; ``done`` gets the reply on this rank."""
+    def request(self, spec: dict, frm: str, done, ctx=None) -> None:
+        """Validate and send to the sequencer; ``done`` gets the reply on this rank.
+        ``ctx``: the caller's request context, which every shard's map op runs in."""
         node = self._node
         try:
             plan = self._check(spec)
+            from .api import _op
+            _op(plan["map_function"]["op"], plan["kind"])
+            _op(plan["target"], plan["kind"])
+            plan["ctx"] = ctx
         except (E.ShardGroupError, ValueError) as exc:
             done(False, exc if isinstance(exc, E.PlexError) else E.ShardGroupError(str(exc)))
             return
@@ -266,7 +271,7 @@ class _Run:
             return
         mf = plan["map_function"]
         node.start_ask_many(local, mf["op"], mf, plan["timeout_ms"], len(local),
-                            f"$group:{group.group_id}", self._on_local)
+                            f"$group:{group.group_id}", self._on_local, plan.get("ctx"))
 
     def _on_local(self, results) -> None:
         good = [r[1] for r in results if r is not None and r[0]]
@@ -350,7 +355,7 @@ class _Run:
             for aid in self.local:  # every shard receives the reduced value too
                 node.send_from(f"$group:{plan['group_id']}", aid, plan["target"], {
                     "value": value, "group_id": plan["group_id"],
-                    "reduction": plan["reduction"]})
+                    "reduction": plan["reduction"]}, plan.get("ctx"))
                 reached += 1
         now = time.perf_counter()
         self._reply(True, {"group_id": plan["group_id"], "reduction": plan["reduction"],

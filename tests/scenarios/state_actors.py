@@ -26,6 +26,19 @@ class Store:
     def ctx(self):
         return list(host.context())
 
+    @handler("ctx_many")
+    def ctx_many(self, to: list):
+        return [r if isinstance(r, list) else repr(r) for r in host.ask_many(to, "ctx")]
+
+    @handler("group")
+    def group(self, call: str, spec: dict = None, args: list = ()):
+        try:
+            r = getattr(host, call)(spec, *args) if spec is not None else getattr(
+                host, call)(*args)
+        except Exception as exc:  # noqa: BLE001 - the test wants the type and text
+            return [type(exc).__name__, str(exc)]
+        return r
+
     @handler("forward_ctx")
     def forward_ctx(self, to: str):
         return host.ask(to, "ctx")
@@ -64,6 +77,11 @@ class Store:
 @actor(capabilities=["kv"])
 class KvOnly(Store):
     """Declares kv only: ts, channel and spawn must be refused."""
+
+
+@actor(capabilities=["shards"])
+class ShardsOnly(Store):
+    """May create shard groups; its shards get no more than it has."""
 
 
 @actor(capabilities=["spawn"])
@@ -131,6 +149,11 @@ class Victim:
     @handler("ping")
     def ping(self):
         return "pong"
+
+    @handler("exit")
+    def exit_(self, reason: str = "normal"):
+        host.exit(reason)
+        return True
 
 
 @event_actor

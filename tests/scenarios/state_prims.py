@@ -156,6 +156,31 @@ def main():
         out["bad_timeouts"] = [fails("read", ["x"], prim="ts", timeout_ms=float("inf")),
                                fails("take", ["x"], prim="ts", timeout_ms=float("nan")),
                                fails("send_after", -1, "x", prim="host")]
+        # the context reaches shards and fan-outs too; shards get no more capabilities
+        so = node.spawn("state_actors:ShardsOnly", rank=last)
+        node.ask(so, "group", {"call": "create_shard_group", "spec": {
+            "group_id": "g-caps", "actor_type": "state_actors:Store", "shard_count": 2}},
+            **ACME)
+        out["shard_ctx"] = [
+            node.ask(so, "group", {"call": "route", "args": ["g-caps", "k", "ctx", {}]},
+                     **ACME),
+            node.ask(so, "group", {"call": "scatter_gather", "spec": {
+                "group_id": "g-caps", "query": {"op": "ctx"}}}, **ACME)["result"][0],
+            node.ask(s, "ctx_many", {"to": [s0]}, **ACME)[0]]
+        out["shard_caps"] = node.ask(so, "group", {"call": "route", "args": [
+            "g-caps", "k", "err", {"op": "put", "args": ["x", 1]}]}, **ACME)
+        out["shard_reserved"] = [
+            node.ask(so, "group", {"call": "scatter_gather", "spec": {
+                "group_id": "g-caps", "query": {"op": "__EXIT__"}}})[0],
+            node.ask(so, "group", {"call": "broadcast_shard_group", "spec": {
+                "group_id": "g-caps", "message": {"op": "__DOWN__"}}})[0],
+            node.ask(so, "group", {"call": "route", "args": ["g-caps", "k", "__EXIT__",
+                                                              {}]})[0]]
+        # acting for one tenant, an actor cannot stop or link to another tenant's actor
+        mine = node.ask(s, "spawn_probe", **ACME)          # an acme actor
+        node.ask(s, "err", {"op": "stop", "args": [mine], "prim": "host"}, **GLOBEX)
+        time.sleep(0.2)
+        out["stop_other_tenant"] = node.ask(mine, "ctx")  # still alive
         node.ask(s, "pg_join", {"group": "workers"}, **ACME)
         node.ask(s0, "pg_join", {"group": "svc"})  # default context: shared services
         out["pg"] = [node.ask(s, "pg_members", {"group": "workers"}, **ACME),
@@ -193,6 +218,13 @@ def main():
         out["monitor_unknown_name"] = [d[2] for d in node.ask(w, "seen")["downs"]
                                        if d[1] == ref6]
         out["demonitor_fired"] = node.ask(w, "demonitor", {"ref": ref6})
+        # a non-config actor that exits abnormally signals its links too
+        v5 = node.spawn("state_actors:Victim", name="victim5", rank=last)
+        node.ask(w, "link", {"target": v5})
+        n_exits = len(node.ask(w, "seen")["exits"])
+        node.ask(v5, "exit", {"reason": "boom"})
+        time.sleep(0.3)
+        out["exit_boom_signals"] = [e[1] for e in node.ask(w, "seen")["exits"][n_exits:]]
         # after unlink, a crash sends no __EXIT__
         v4 = node.spawn("state_actors:Victim", name="victim4", rank=last)
         node.ask(w, "link", {"target": v4})
@@ -277,6 +309,9 @@ def main():
                 break
             time.sleep(0.1)
         out["wf_signal_replayed"] = st2
+        out["wf_run_id_reused"] = type(err(lambda: node.ask(p, "workflow_run", {
+            "steps": 1, "run_id": "r2"}, **GLOBEX))).__name__
+        out["wf_alive_after_reuse"] = node.ask(p, "workflow_status")["status"]
     print("RESULT " + json.dumps(out, default=str), flush=True)
 
 

@@ -98,6 +98,17 @@ def main():
         settle(lambda: starts()["t1"] == 3)
         out["escalated"] = starts()
         out["alive_after_escalation"] = node.ask("t1", "ping")
+        out["exit_ran_terminate"] = ["perm", "normal"] in node.ask(rd, "stops")
+        # stopped from outside its supervisor: out of the tree, and its siblings' restarts
+        # and the shutdown leave it alone
+        node.stop("t1")
+        time.sleep(0.2)
+        err(lambda: node.ask("t2", "crash"))  # one_for_all, but t1 stays stopped
+        settle(lambda: starts()["t2"] == 4)
+        time.sleep(0.3)
+        out["after_terminate_child"] = [starts()["t1"], starts()["t2"],
+                                        type(err(lambda: node.ask("t1", "ping",
+                                                                  timeout_ms=500))).__name__]
     print("RESULT " + json.dumps(out), flush=True)
 
 
