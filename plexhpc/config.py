@@ -48,7 +48,7 @@ RESTART_TYPES = ("permanent", "transient", "temporary")
 
 _TOP_KEYS = {"app", "supervisor", "state"}
 _STATE_KEYS = {"dir", "rank", "key_file", "retention", "max_deliveries"}
-_APP_KEYS = {"name", "main", "drain_timeout_s"}
+_APP_KEYS = {"name", "main", "drain_timeout_s", "metrics_port", "metrics_addr"}
 _MAIN_KEYS = {"actor", "op", "payload", "timeout_ms"}
 _SUP_KEYS = {"strategy", "max_restarts", "max_restart_window_seconds", "children",
              "restart_backoff_ms", "restart_backoff_max_ms"}
@@ -140,6 +140,8 @@ class AppConfig:
     children: list = field(default_factory=list)
     main: MainCall | None = None
     drain_timeout_s: float = 5.0
+    metrics_port: int | None = None  # rank r serves Prometheus text on metrics_port + r
+    metrics_addr: str = "127.0.0.1"
     state: "StateConfig" = None  # type: ignore[assignment]
     tree: "SupervisorSpec" = None  # type: ignore[assignment]
 
@@ -226,6 +228,14 @@ def load_config(source: str | os.PathLike | dict, *, world_size: int) -> AppConf
     drain = app.get("drain_timeout_s", 5.0)
     _expect(isinstance(drain, (int, float)) and not isinstance(drain, bool) and drain >= 0,
             f"expected a number of seconds >= 0, got {drain!r}", path, "app.drain_timeout_s")
+    mport = app.get("metrics_port")
+    _expect(mport is None or (isinstance(mport, int) and not isinstance(mport, bool)
+                              and 1024 <= mport and mport + world_size - 1 <= 65535),
+            f"expected a port in 1024..{65536 - world_size} (rank r serves on "
+            f"metrics_port + r), got {mport!r}", path, "app.metrics_port")
+    maddr = app.get("metrics_addr", "127.0.0.1")
+    _expect(isinstance(maddr, str) and maddr, "expected an address to listen on, like "
+            "\"127.0.0.1\" or \"0.0.0.0\"", path, "app.metrics_addr")
 
     sup = raw.get("supervisor", {})
     _expect(isinstance(sup, dict), "expected a table", path, "supervisor")
@@ -255,7 +265,8 @@ def load_config(source: str | os.PathLike | dict, *, world_size: int) -> AppConf
     return AppConfig(name=name, path=path, strategy=tree.strategy,
                      max_restarts=tree.max_restarts,
                      max_restart_window_seconds=tree.window_s, children=children, main=main,
-                     drain_timeout_s=float(drain), state=state, tree=tree)
+                     drain_timeout_s=float(drain), state=state, tree=tree,
+                     metrics_port=mport, metrics_addr=maddr)
 
 
 def _parse_supervisor(sup: dict, where: str, name: str, parent, ctx) -> "SupervisorSpec":

@@ -267,13 +267,15 @@ def metrics_of(cell) -> dict | None:
                       for op, v in m["by_op"].items()}}
 
 
-def prometheus_text(cells) -> str:
-    """The rank's actor metrics in the Prometheus text format."""
-    from prometheus_client import CollectorRegistry, generate_latest
+def prometheus_registry(cells_of):
+    """A Prometheus registry whose collector reads the actors' counters at each scrape
+    (``cells_of()`` returns the rank's cells)."""
+    from prometheus_client import CollectorRegistry
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     class _Collector:
         def collect(self):
+            cells = cells_of()
             msgs = CounterMetricFamily("plexhpc_actor_messages", "Messages handled",
                                        labels=["actor", "op"])
             errs = CounterMetricFamily("plexhpc_actor_errors", "Messages whose handler "
@@ -295,4 +297,20 @@ def prometheus_text(cells) -> str:
 
     reg = CollectorRegistry()
     reg.register(_Collector())
-    return generate_latest(reg).decode()
+    return reg
+
+
+def prometheus_text(cells) -> str:
+    """The rank's actor metrics in the Prometheus text format."""
+    from prometheus_client import generate_latest
+    cells = list(cells)
+    return generate_latest(prometheus_registry(lambda: cells)).decode()
+
+
+def serve_metrics(node, port: int, addr: str):
+    """Serve this rank's actor metrics at ``http://addr:port/metrics`` (a daemon thread
+    of prometheus_client; each scrape reads the counters, a snapshot of the cells)."""
+    from prometheus_client import start_http_server
+    server, _thread = start_http_server(
+        port, addr=addr, registry=prometheus_registry(lambda: list(node._cells.values())))
+    return server

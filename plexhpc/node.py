@@ -165,6 +165,7 @@ class Node(PoolCalls):
         self._stopped_peers: set = set()
         self.runs: dict = {}  # actor id -> its workflow run in progress
         self._stopping_actors = False
+        self._metrics_server = None
         self._tree_wait = False
         self._tree_is_stopped = False
         self._ready_peers: set = set()
@@ -1388,6 +1389,23 @@ class Node(PoolCalls):
             cell.current = None
             self._reply(env, result)
 
+    def _start_metrics(self) -> None:
+        port = self.config.metrics_port
+        if port is None:
+            return
+        try:
+            self._metrics_server = _facets.serve_metrics(self, port + self.rank,
+                                                         self.config.metrics_addr)
+        except OSError as exc:
+            self._start_error = (f"rank {self.rank} cannot serve metrics on "
+                                 f"{self.config.metrics_addr}:{port + self.rank}: {exc}; "
+                                 "choose another [app] metrics_port")
+            log.error(self._start_error)
+            self.request_shutdown(self._start_error, 1)
+            return
+        log.info("rank %d: metrics at http://%s:%d/metrics", self.rank,
+                 self.config.metrics_addr, port + self.rank)
+
     def metrics_text(self) -> str:
         """Prometheus text of this rank's actors that have the ``metrics`` facet."""
         return _facets.prometheus_text(list(self._cells.values()))
@@ -1785,6 +1803,7 @@ class Node(PoolCalls):
         """Run the hub on this thread until the job shuts down; returns the exit code."""
         self._hub = getcurrent()
         try:
+            self._start_metrics()
             self._start_children()
             self._loop()
         finally:
@@ -1956,6 +1975,9 @@ class Node(PoolCalls):
             self.transport.progress_sends()
         self.doorbell.close()
         self.local_state.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
         if self.state_service is not None:
             self.state_service.close()
         if _current is self:

@@ -120,6 +120,7 @@ def test_dict_config_has_the_same_shape():
     ('[[supervisor.children]]\nname = "a"\nclass = "cfg_actors:A"\ntenant = ""\n',
      "supervisor.children[0]", "tenant must be a non-empty str"),
     ('[state]\nrank = 7\n', "state.rank", "out of range"),
+    ('[app]\nmetrics_port = 80\n', "app.metrics_port", "expected a port"),
     ('[state]\ncolour = 7\n', "state.colour", "unknown key"),
     ('[[supervisor.children]]\nname = "a"\nclass = "cfg_actors:A"\nrestart = "sometimes"\n',
      "restart", "expected one of"),

@@ -117,3 +117,37 @@ def test_state_follows_an_actor_that_a_relaunch_places_on_another_rank():
     second = mpirun(1, [script, "read"], env=env, timeout=60)
     assert second.returncode == 0, second
     assert second.result() == {"value": 5, "rank": 0}
+
+
+def _free_port_pair() -> int:
+    import socket
+    for _ in range(50):
+        with socket.socket() as a, socket.socket() as b:
+            try:
+                a.bind(("127.0.0.1", 0))
+                port = a.getsockname()[1]
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            if port + 1 <= 65535:
+                return port
+    pytest.skip("no two free neighbouring ports")
+
+
+def test_metrics_are_served_for_prometheus_over_http():
+    port = _free_port_pair()
+    job = mpirun(2, [str(SCENARIOS / "metrics_http.py"), str(port)], timeout=60)
+    assert job.returncode == 0, job
+    lines = job.result()["lines"]
+    assert 'plexhpc_actor_messages_total{actor="metered@1",op="add"} 3.0' in lines
+
+
+def test_a_taken_metrics_port_fails_the_start_clearly():
+    import socket
+    port = _free_port_pair()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port + 1))  # rank 1's port is taken
+        s.listen()
+        job = mpirun(2, [str(SCENARIOS / "metrics_http.py"), str(port)], timeout=60)
+    assert job.returncode != 0
+    assert f"rank 1 cannot serve metrics on 127.0.0.1:{port + 1}" in job.stderr
