@@ -34,28 +34,29 @@ def current_ctx(cell):
     return getattr(getcurrent(), "ctx", None) or cell.ctx
 
 
-def _call(node, prim, op, scope, args, timeout_ms=0):
+def _call(node, prim, op, scope, args, timeout_ms=0, who=None):
+    """``who``: the calling actor's id, which channel leases are held by."""
     svc = node.state_service
     if svc is not None and not timeout_ms:  # the stores are here: no message, no wait
-        return svc.call(prim, op, scope, args)
+        return svc.call(prim, op, scope, args, who)
     caller = getcurrent()
 
     def start(done):
         def answered(ok, value):
             if ok and value is not None and (caller.dead or getattr(caller, "killed", False)):
-                _give_back(node, prim, op, scope, args, value)
+                _give_back(node, prim, op, scope, args, value, who)
             done(ok, value)
-        node.state_request((prim, op, scope, args, timeout_ms), answered)
+        node.state_request((prim, op, scope, args, timeout_ms, who), answered)
     return node.wait_from_actor(start)
 
 
-def _give_back(node, prim, op, scope, args, value) -> None:
+def _give_back(node, prim, op, scope, args, value, who=None) -> None:
     """The caller was killed (its actor crashed or was stopped) while it waited: what
     was taken for it goes back, so nothing is lost with it."""
     if prim == "ts" and op == "take":
-        req = ("ts", "write", scope, (value,), 0)
+        req = ("ts", "write", scope, (value,), 0, who)
     elif prim == "ch" and op == "receive":
-        req = ("ch", "nack", scope, (args[0], value["msg_id"], True), 0)
+        req = ("ch", "nack", scope, (args[0], value["msg_id"], True), 0, who)
     else:
         return
     node.state_request(req, lambda ok, v: None)
@@ -206,7 +207,7 @@ class ChannelCalls:
     def _ch(op, args, timeout_ms=0.0):
         node, cell, scope = _scope()
         require(cell, "channel")
-        return _call(node, "ch", op, scope, args, timeout_ms)
+        return _call(node, "ch", op, scope, args, timeout_ms, cell.id)
 
     def send(self, channel: str, msg_type: str, payload=None, *,
              idempotency_key: str | None = None) -> str:

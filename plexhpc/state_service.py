@@ -42,8 +42,9 @@ class StateService:
         self.config = node.config.state
         self._conn = None
         self.kv = self.ts = self.channels = None
-        self._ch_waiters: dict = {}   # (scope, channel) -> list of [done, visibility, alive]
+        self._ch_waiters: dict = {}   # (scope, channel) -> [done, visibility, alive, who]
         self._flush_armed = False
+        self._holders: dict = {}  # (scope, channel, msg_id) -> the actor holding its lease
 
     def _open(self) -> None:
         if self._conn is not None:
@@ -84,7 +85,7 @@ class StateService:
 
     # ---- requests -----------------------------------------------------------------
 
-    def call(self, prim, op, scope, args):
+    def call(self, prim, op, scope, args, who=None):
         """Answer a request that does not wait, now: the value, or an exception raised
         (InvalidMessage for bad arguments). The state rank's own actors call this
         directly; everything else comes through :meth:`handle`."""
@@ -101,7 +102,7 @@ class StateService:
                                        f"{list(TS_OPS)}")
                 return getattr(self.ts, op)(scope, *args)
             if prim == "ch":
-                return self._channel(op, scope, args)
+                return self._channel(op, scope, args, who)
             raise E.StateError(f"unknown state primitive {prim!r}")
         except E.PlexError:
             raise
@@ -111,18 +112,18 @@ class StateService:
     def handle(self, req, done) -> None:
         """Run one request; ``done(ok, value)`` now or, for a blocking call that found
         nothing yet, when a write/send answers it or its timeout runs out."""
-        prim, op, scope, args, timeout_ms = req
+        prim, op, scope, args, timeout_ms, who = req
         try:
             if prim == "ts" and op in ("read", "take") and timeout_ms:
                 self._ts_wait(op, scope, args[0], timeout_ms, done)
             elif prim == "ch" and op == "receive" and timeout_ms:
-                msg = self.call(prim, op, scope, args)
+                msg = self.call(prim, op, scope, args, who)
                 if msg is not None:
                     done(True, msg)
                 else:
-                    self._park_receive(scope, args[0], args[1], timeout_ms, done)
+                    self._park_receive(scope, args[0], args[1], timeout_ms, done, who)
             else:
-                done(True, self.call(prim, op, scope, args))
+                done(True, self.call(prim, op, scope, args, who))
         except E.PlexError as exc:
             done(False, exc)
 
@@ -148,10 +149,26 @@ class StateService:
                                            f"within {timeout_ms:g} ms"))
         self.node.call_later(timeout_ms / 1000.0, expire)
 
-    def _channel(self, op, scope, args):
+    def _lease(self, scope, channel, msg, who):
+        """Remember who holds the lease of ``msg``: only that consumer may ack or nack
+        it (a consumer whose lease ran out must not settle the next consumer's)."""
+        if msg is not None and who is not None:
+            if len(self._holders) > 100_000:  # leases that ran out and were never settled
+                self._holders.clear()
+            self._holders[(scope, channel, msg["msg_id"])] = who
+        return msg
+
+    def _settle(self, scope, channel, msg_id, who) -> None:
+        holder = self._holders.get((scope, channel, msg_id))
+        if holder is not None and who is not None and holder != who:
+            raise E.UnknownLease(f"message {msg_id} on {channel!r} is leased to another "
+                                 "consumer now (this caller's lease ran out and it was "
+                                 "delivered again); nothing was changed")
+
+    def _channel(self, op, scope, args, who=None):
         ch = self.channels
         if op == "receive":
-            return ch.receive(scope, *args)
+            return self._lease(scope, args[0], ch.receive(scope, *args), who)
         if op == "send":
             channel, msg_type, payload, idem = args
             result = ch.send(scope, channel, msg_type, payload, idempotency_key=idem)
@@ -159,11 +176,15 @@ class StateService:
                 self._wake(scope, channel)
             return result
         if op == "ack":
+            self._settle(scope, args[0], args[1], who)
             ch.ack(scope, *args)
+            self._holders.pop((scope, args[0], args[1]), None)
             self._flush_soon()
             return None
         if op == "nack":
+            self._settle(scope, args[0], args[1], who)
             ch.nack(scope, *args)
+            self._holders.pop((scope, args[0], args[1]), None)
             if self._ch_waiters and (len(args) < 3 or args[2]):
                 self._wake(scope, args[0])
             return None
@@ -171,9 +192,10 @@ class StateService:
             return getattr(ch, op)(scope, *args)
         raise E.StateError(f"unknown channel op {op!r}; expected one of {list(CHANNEL_OPS)}")
 
-    def _park_receive(self, scope, channel, visibility_ms, timeout_ms, done) -> None:
+    def _park_receive(self, scope, channel, visibility_ms, timeout_ms, done,
+                      who=None) -> None:
         key = (scope, channel)
-        waiter = [done, visibility_ms, True]
+        waiter = [done, visibility_ms, True, who]
         self._ch_waiters.setdefault(key, []).append(waiter)
         deadline = time.monotonic() + timeout_ms / 1000.0
 
@@ -204,7 +226,8 @@ class StateService:
             if not waiter[2]:
                 lst.pop(0)
                 continue
-            msg = self.channels.receive(scope, channel, waiter[1])
+            msg = self._lease(scope, channel, self.channels.receive(scope, channel, waiter[1]),
+                              waiter[3])
             if msg is None:
                 break
             lst.pop(0)

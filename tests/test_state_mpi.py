@@ -64,6 +64,10 @@ def test_channels_at_least_once(r):
     assert r["ch_dead"] == [{"ready": 1, "leased": 0, "dead": 1}, 1]
     assert r["ch_woken"] == {"v": 1}
     assert r["ch_timeout_none"] is None
+    same, count, stale_ack, stale_nack, ack, depth = r["ch_stale"]
+    assert same and count == 2
+    assert stale_ack == stale_nack == "UnknownLease"
+    assert ack is None and depth == {"ready": 0, "leased": 0, "dead": 0}
 
 
 def test_context_propagates_and_cannot_be_forged(r):

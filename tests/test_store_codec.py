@@ -345,3 +345,45 @@ def test_bad_keys_are_refused(key, exc):
 def test_bad_kinds_are_refused(kind):
     with pytest.raises(InvalidMessage):
         seal(b"x", KEY, kind)
+
+
+# --- found by fuzzing: crafted input is refused, never crashes or misbehaves ------------
+
+def _msgpack_ext(code: int, payload: bytes) -> bytes:
+    import msgpack
+    return bytes([CODEC_VERSION]) + msgpack.packb(msgpack.ExtType(code, payload))
+
+
+def test_deeply_nested_tuples_are_refused_both_ways():
+    value = 1
+    for _ in range(200):
+        value = (value,)
+    with pytest.raises(ValueError, match="nest"):
+        encode(value)
+    import msgpack
+    blob = msgpack.packb(1)
+    for _ in range(200):  # tuple extensions inside tuple extensions: C-stack deep
+        blob = msgpack.packb(msgpack.ExtType(1, msgpack.packb([msgpack.ExtType(
+            1, blob)])))
+    with pytest.raises(CheckpointRejected, match="nest more than"):
+        decode(bytes([CODEC_VERSION]) + blob)
+
+
+def test_msgpack_timestamps_and_ext_types_are_not_plain_data():
+    import msgpack
+    with pytest.raises(CheckpointRejected, match="Timestamp"):
+        decode(bytes([CODEC_VERSION]) + b"\xd6\xff\x00\x00\x00\x01")
+    with pytest.raises(TypeError, match="ExtType"):
+        encode(msgpack.ExtType(99, b"x"))
+    with pytest.raises(TypeError, match=r"value\['a'\]\[0\]: .*Timestamp"):
+        encode({"a": [msgpack.Timestamp(1)]})
+
+
+def test_arrays_that_would_lie_about_their_contents_are_refused():
+    import msgpack
+    for dts, shape, buf, why in (("<U0", [2 ** 31], b"", "empty dtype"),
+                                 ("<U1", [1], b"\xff\xff\xff\xff", "invalid code points"),
+                                 ("|b1", [2], b"\x00\x07", "other than 0 and 1")):
+        blob = _msgpack_ext(4, msgpack.packb([dts, shape, buf]))
+        with pytest.raises(CheckpointRejected, match=why):
+            decode(blob)

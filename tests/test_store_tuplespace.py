@@ -314,3 +314,11 @@ def test_tuples_are_reloaded_in_write_order(tmp_path):
                                                              ("n", 6)]
     finally:
         conn.close()
+
+
+def test_a_written_tuple_is_a_copy_the_writer_cannot_change_later():
+    space = TupleSpace()
+    inner = [1, 2]
+    space.write(("s",), ("job", inner))
+    inner.append(3)
+    assert space.read(("s",), ("job", None)) == ("job", [1, 2])

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hmac
 import re
 import struct
+import threading
 
 import msgpack
 import numpy as np
@@ -73,6 +74,10 @@ class _Refused(TypeError):
     message that names the path."""
 
 
+class _TooDeep(ValueError):
+    """Raised by the pre-check; :func:`encode` says where (or that the value loops)."""
+
+
 def _pack(obj) -> bytes:
     return msgpack.packb(obj, default=_default, strict_types=True, use_bin_type=True)
 
@@ -94,14 +99,62 @@ def _dtype_ok(dt: np.dtype) -> bool:
     return dt.kind in _ARRAY_KINDS and dt.fields is None and dt.subdtype is None
 
 
+#: how deep tuples and sets may nest in one another: each level is a nested msgpack
+#: call on the C stack, and too many crash the process instead of raising
+_MAX_EXT_NEST = 32
+_tls = threading.local()
+
+
+def _nest():
+    d = getattr(_tls, "depth", 0)
+    if d >= _MAX_EXT_NEST:
+        return None
+    _tls.depth = d + 1
+    return d
+
+
+def _check_plain(value, path: str, depth: int = 0) -> None:
+    """Refuse what msgpack would pack natively but this codec cannot read back (its own
+    ExtType and Timestamp), and nesting deeper than a stored value may be."""
+    t = type(value)
+    if t in _FAST_LEAVES:
+        return
+    if depth > _MAX_DEPTH:
+        raise _TooDeep("nesting")  # encode() finds out where (or that it loops)
+    if t is list or t is tuple or t is set or t is frozenset:
+        for i, x in enumerate(value):
+            if type(x) not in _FAST_LEAVES:
+                _check_plain(x, f"{path}[{i}]", depth + 1)
+    elif t is dict:
+        for k, x in value.items():
+            if type(k) not in _FAST_LEAVES:
+                _check_plain(k, f"{path} key {k!r}", depth + 1)
+            if type(x) not in _FAST_LEAVES:
+                _check_plain(x, f"{path}[{k!r}]", depth + 1)
+    elif isinstance(value, (msgpack.ExtType, msgpack.Timestamp)):
+        raise TypeError(f"{path}: cannot store object of type {t.__name__}; {_HINT}")
+
+
+_FAST_LEAVES = frozenset({type(None), bool, int, float, str, bytes})
+
+
 def _default(obj):
     t = type(obj)
-    if t is tuple:
-        return msgpack.ExtType(_EXT_TUPLE, _pack(list(obj)))
+    if t is tuple or t is set or t is frozenset:
+        d = _nest()
+        if d is None:
+            raise ValueError(f"tuples and sets nest more than {_MAX_EXT_NEST} levels deep")
+        try:
+            if t is tuple:
+                return msgpack.ExtType(_EXT_TUPLE, _pack(list(obj)))
+            return msgpack.ExtType(_EXT_SET if t is set else _EXT_FROZENSET,
+                                   _canonical_set(obj))
+        finally:
+            _tls.depth = d
     if t is int:  # msgpack calls us only for ints outside the 64-bit range
         return msgpack.ExtType(_EXT_BIGINT, format(obj, "x").encode("ascii"))
     if t is np.ndarray:
-        if not _dtype_ok(obj.dtype):
+        if not _dtype_ok(obj.dtype) or (obj.dtype.itemsize == 0 and obj.size):
             raise _Refused("array dtype")
         return msgpack.ExtType(_EXT_NDARRAY, _pack(
             [obj.dtype.str, list(obj.shape), obj.tobytes(order="C")]))
@@ -110,10 +163,6 @@ def _default(obj):
             raise _Refused("scalar dtype")
         buf = obj.tobytes() if obj.dtype.itemsize else b""  # np.str_("") has 4 bytes
         return msgpack.ExtType(_EXT_NPSCALAR, _pack([obj.dtype.str, buf]))
-    if t is set:
-        return msgpack.ExtType(_EXT_SET, _canonical_set(obj))
-    if t is frozenset:
-        return msgpack.ExtType(_EXT_FROZENSET, _canonical_set(obj))
     raise _Refused(t.__name__)
 
 
@@ -130,8 +179,11 @@ def encode(value, *, name: str = "value") -> bytes:
     a value that contains itself or nests too deeply.
     """
     try:
+        _check_plain(value, name)
         return _PREFIX + _pack(value)
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        if type(exc) is TypeError and str(exc).startswith(name):
+            raise  # _check_plain's own message already names the path
         problem = _locate(value, name)
         if problem is None:  # not found by the walk: report what msgpack said
             if isinstance(exc, (RecursionError, ValueError)):
@@ -258,6 +310,28 @@ def _dtype_from(s) -> np.dtype:
 
 
 def _ext_hook(code: int, data: bytes):
+    if code in (_EXT_TUPLE, _EXT_SET, _EXT_FROZENSET, _EXT_NDARRAY, _EXT_NPSCALAR):
+        d = _nest()
+        if d is None:
+            raise _Malformed(f"extensions nest more than {_MAX_EXT_NEST} levels deep")
+        try:
+            return _ext_value(code, data)
+        finally:
+            _tls.depth = d
+    return _ext_value(code, data)
+
+
+def _check_text_codes(buf: bytes, dt: np.dtype) -> None:
+    """A str array's raw buffer must hold valid code points (numpy trusts it, and an
+    invalid one fails later, far from here, with a SystemError)."""
+    order = dt.byteorder if dt.byteorder in "<>" else "="
+    codes = np.frombuffer(buf, dtype=np.dtype(order + "u4"))
+    if codes.size and (int(codes.max()) > 0x10FFFF
+                       or bool(((codes >= 0xD800) & (codes <= 0xDFFF)).any())):
+        raise _Malformed("a str array holds invalid code points")
+
+
+def _ext_value(code: int, data: bytes):
     if code == _EXT_TUPLE:
         return tuple(_unpack_list(data))
     if code == _EXT_SET:
@@ -286,7 +360,13 @@ def _ext_hook(code: int, data: bytes):
         if count * dt.itemsize != len(buf):
             raise _Malformed(f"array buffer holds {len(buf)} bytes, "
                              f"shape {tuple(shape)} of {dt} needs {count * dt.itemsize}")
-        if count == 0 or dt.itemsize == 0:
+        if dt.itemsize == 0 and count:
+            raise _Malformed(f"array of {count} elements of the empty dtype {dt}")
+        if dt.kind == "U":
+            _check_text_codes(buf, dt)
+        elif dt.kind == "b" and buf.translate(None, b"\x00\x01"):
+            raise _Malformed("a bool array holds bytes other than 0 and 1")
+        if count == 0:
             return np.zeros(tuple(shape), dtype=dt)
         return np.frombuffer(bytearray(buf), dtype=dt).reshape(shape)
     if code == _EXT_NPSCALAR:
@@ -297,6 +377,10 @@ def _ext_hook(code: int, data: bytes):
         dt = _dtype_from(dts)
         if type(buf) is not bytes or len(buf) != dt.itemsize:
             raise _Malformed("numpy scalar buffer has the wrong size")
+        if dt.kind == "U":
+            _check_text_codes(buf, dt)
+        elif dt.kind == "b" and buf.translate(None, b"\x00\x01"):
+            raise _Malformed("a bool scalar holds a byte other than 0 and 1")
         if dt.itemsize == 0:
             return np.zeros((), dtype=dt)[()]
         return np.frombuffer(buf, dtype=dt)[0]
@@ -319,12 +403,33 @@ def decode(data: bytes):
             f"{CODEC_VERSION}: written by another plexhpc version, or not a plexhpc "
             f"value; refused")
     try:
-        return _unpack(memoryview(data)[1:])
+        value = _unpack(memoryview(data)[1:])
+        if type(value) not in _FAST_LEAVES:
+            _check_decoded(value)
+        return value
     except CheckpointRejected:
         raise
     except Exception as exc:  # malformed msgpack, bad extension, unhashable key, ...
         raise CheckpointRejected(f"stored value is malformed ({type(exc).__name__}: "
                                  f"{exc}); refused, nothing was loaded") from None
+
+
+def _check_decoded(value) -> None:
+    """msgpack turns its own timestamp extension into a Timestamp object before our
+    hook sees it: refuse any, so decode returns plain types only."""
+    t = type(value)
+    if t is list or t is tuple or t is set or t is frozenset:
+        for x in value:
+            if type(x) not in _FAST_LEAVES:
+                _check_decoded(x)
+    elif t is dict:
+        for k, x in value.items():
+            if type(k) not in _FAST_LEAVES:
+                _check_decoded(k)
+            if type(x) not in _FAST_LEAVES:
+                _check_decoded(x)
+    elif t is msgpack.Timestamp or t is msgpack.ExtType:
+        raise _Malformed(f"a {t.__name__} is not a value this codec stores")
 
 
 # --- seal / unseal --------------------------------------------------------------------

@@ -147,6 +147,7 @@ class TupleSpace:
         s = scope_key(scope)
         tup = _as_tuple(tup, "a tuple")
         blob = encode(tup, name="tuple")  # also refuses what could not be persisted
+        tup = decode(blob)  # a copy of its own: the writer may change its objects later
         readers, taker = self._matching(scope, tup)
         if taker is None:
             seq = next(self._seq)

@@ -136,6 +136,16 @@ def main():
         th.join(6)
         out["ch_woken"] = got2.get("m", {}).get("payload")
         out["ch_timeout_none"] = ch("receive", "empty", timeout_ms=150)
+        # a consumer whose lease ran out cannot settle the next consumer's lease
+        ch("send", "stale", "t", {"v": 2})
+        ma = ch("receive", "stale", visibility_ms=150)             # consumer s
+        time.sleep(0.3)
+        mb = ch("receive", "stale", who=s0, visibility_ms=5000)    # consumer s0
+        out["ch_stale"] = [ma["msg_id"] == mb["msg_id"], mb["delivery_count"],
+                           fails("ack", "stale", ma["msg_id"], prim="ch")[0],
+                           fails("nack", "stale", ma["msg_id"], False, prim="ch")[0],
+                           ch("ack", "stale", mb["msg_id"], who=s0),
+                           ch("depth", "stale")]
 
         # ---- context and capabilities -------------------------------------------------
         out["ctx"] = node.ask(s, "ctx", **ACME)
