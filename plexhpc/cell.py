@@ -19,6 +19,13 @@ ASK, SEND, REPLY, ERROR, SYS, INIT, TERM = range(7)
 # actor status
 STARTING, RUNNING, STOPPING, STOPPED = range(4)
 
+# node phases
+P_STARTING, P_RUNNING, P_DRAINING, P_FINAL, P_DONE = range(5)
+
+# what a worker greenlet hands back to the hub: its turn is over / it waits on a reply
+DONE = object()
+BLOCKED = object()
+
 
 class ActorCell:
     """The runtime's record of one actor: kept small, since a rank may hold 100k of them."""

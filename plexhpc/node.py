@@ -36,8 +36,12 @@ from mpi4py import MPI
 from . import errors as E
 from .actor import spec_of
 from .allocator import tune_allocator
-from .cell import (ASK, ERROR, INIT, REPLY, RUNNING, SEND, STARTING, STOPPED, STOPPING, SYS,
-                   TERM, ActorCell, rank_of)
+from .cell import (ASK, BLOCKED, DONE, ERROR, INIT, P_DONE, P_DRAINING, P_FINAL,
+                   P_RUNNING, P_STARTING, REPLY, RUNNING, SEND, STARTING, STOPPED, STOPPING,
+                   SYS, TERM, ActorCell, rank_of)
+from .lifecycle import LifecycleMixin
+from .lifecycle import kill as _kill
+from .links import LinksMixin, same_tenant
 from .config import AppConfig, resolve_class
 from .context import DEFAULT_CTX, make_context
 from .doorbell import Doorbell
@@ -61,10 +65,9 @@ log = get_logger("node")
 actor_log = get_logger("actor")
 
 # node phases
-P_STARTING, P_RUNNING, P_DRAINING, P_FINAL, P_DONE = range(5)
 
-_DONE = object()
-_BLOCKED = object()
+_DONE = DONE
+_BLOCKED = BLOCKED
 
 _T_SEND, _T_CALL = 1, 2
 
@@ -83,7 +86,7 @@ def current_node() -> "Node | None":
     return _current
 
 
-class Node(PoolCalls):
+class Node(LinksMixin, LifecycleMixin, PoolCalls):
     """The actor host of one rank. Built by :func:`plexhpc.start` or ``plexhpc run``."""
 
     def _check_actor_class(self, path: str) -> None:
@@ -612,281 +615,6 @@ class Node(PoolCalls):
             self._system_ask(self.config.state.rank, "state", req, done,
                              (req[4] or 0) + 30000, to="$state")
 
-    # ---- monitors and links (OTP semantics, across ranks) -------------------------
-
-    def monitor(self, cell, target: str) -> str:
-        """Watch ``target``: exactly one ``__DOWN__`` cast reaches ``cell`` when it stops
-        for any reason (at once, reason ``noproc``, if it does not exist)."""
-        ref = f"mon-{self.rank}-{next(self._corr)}"
-        if cell.watching is None:
-            cell.watching = {}
-        try:
-            aid, r = self._resolve(target)
-        except E.ActorNotFound:  # an unknown name: down already, as in Erlang
-            cell.watching[ref] = str(target)
-            self._deliver((SEND, cell.id, str(target), "__DOWN__", {
-                "down_from": str(target), "monitor_ref": ref, "down_reason": "noproc"},
-                0, -1, None))
-            return ref
-        cell.watching[ref] = aid
-        if r == self.rank:
-            self._add_monitor(aid, ref, cell.id)
-        else:
-            self.transport.post(r, (SYS, None, None, "monitor", (aid, ref, cell.id), 0, -1,
-                                    None))
-        return ref
-
-    def demonitor(self, cell, ref: str) -> bool:
-        """Stop watching: False if ``ref`` is not one of this actor's live monitors (it
-        fired already, or belongs to another actor). No ``__DOWN__`` for it is handled
-        afterwards, even one already on its way."""
-        aid = (cell.watching or {}).pop(ref, None)
-        if aid is None:
-            return False
-        if "@" not in aid:
-            return True
-        r = rank_of(aid)
-        if r == self.rank:
-            self._drop_monitor(aid, ref)
-        else:
-            self.transport.post(r, (SYS, None, None, "demonitor", (aid, ref), 0, -1, None))
-        return True
-
-    def _add_monitor(self, aid, ref, watcher) -> None:
-        target = self._cells.get(aid)
-        if target is None or target.status == STOPPED:
-            self._send_quiet(watcher, "__DOWN__", {"down_from": aid, "monitor_ref": ref,
-                                                   "down_reason": "noproc"}, aid)
-            return
-        if target.monitors is None:
-            target.monitors = {}
-        target.monitors[ref] = watcher
-
-    def _drop_monitor(self, aid, ref) -> None:
-        target = self._cells.get(aid)
-        if target is not None and target.monitors:
-            target.monitors.pop(ref, None)
-
-    def link(self, cell, peer: str) -> None:
-        """Share fate with ``peer``: when either exits abnormally the other gets an
-        ``__EXIT__`` cast (or, without an ``__EXIT__`` handler, exits too)."""
-        aid, r = self._resolve(peer)
-        if aid == cell.id:
-            raise E.InvalidMessage(f"{aid} cannot link to itself")
-        ctx = getattr(getcurrent(), "ctx", None) or cell.ctx
-        if r == self.rank:
-            target = self._cells.get(aid)
-            if target is not None and not _same_tenant(ctx, target):
-                raise E.CapabilityDenied(
-                    f"a caller acting for tenant {ctx[0]!r} cannot link to {aid}, which "
-                    f"belongs to tenant {target.home_ctx[0]!r}", capability="link")
-        if cell.links is None:
-            cell.links = set()
-        cell.links.add(aid)
-        if r == self.rank:
-            self._add_link(aid, cell.id)
-        else:
-            self.transport.post(r, (SYS, None, None, "link", (aid, cell.id, ctx), 0, -1,
-                                    None))
-
-    def unlink(self, cell, peer: str) -> None:
-        aid, r = self._resolve(peer)
-        if cell.links:
-            cell.links.discard(aid)
-        if r == self.rank:
-            self._drop_link(aid, cell.id)
-        else:
-            self.transport.post(r, (SYS, None, None, "unlink", (aid, cell.id), 0, -1, None))
-
-    def _add_link(self, aid, peer, ctx=None) -> None:
-        target = self._cells.get(aid)
-        if target is None or target.status == STOPPED:
-            self._exit_signal(peer, aid, "noproc")
-            return
-        if not _same_tenant(ctx, target):  # fate sharing only within a tenant
-            self._exit_signal(peer, aid, f"link refused: {aid} belongs to another tenant")
-            return
-        if target.links is None:
-            target.links = set()
-        target.links.add(peer)
-
-    def _drop_link(self, aid, peer) -> None:
-        target = self._cells.get(aid)
-        if target is not None and target.links:
-            target.links.discard(peer)
-
-    def _exit_signal(self, to, frm, reason) -> None:
-        """Tell linked actor ``to`` that ``frm`` exited with ``reason``."""
-        try:
-            aid, r = self._resolve(to)
-        except E.PlexError:
-            return
-        if r != self.rank:
-            self.transport.post(r, (SYS, None, None, "exit_signal", (aid, frm, reason), 0, -1,
-                                    None))
-            return
-        cell = self._cells.get(aid)
-        if cell is None or cell.status == STOPPED:
-            return
-        if cell.links:
-            cell.links.discard(frm)
-        if reason == "normal":
-            return  # a normal exit is not propagated (as in OTP without trap_exit)
-        self._deliver((SEND, aid, frm, "__EXIT__", {"exit_from": frm, "exit_reason": reason},
-                       0, -1, None))
-
-    # ---- the supervision tree's side on this rank ---------------------------------
-
-    @property
-    def shutting_down(self) -> bool:
-        return self._phase >= P_DRAINING
-
-    def _report_exit(self, name, abnormal, reason) -> None:
-        gen = self._cells[f"{name}@{self.rank}"].restarts
-        if self.tree is not None:
-            self.tree.report(name, abnormal, reason, gen)
-        else:
-            self.transport.post(0, (SYS, None, None, "sup_exit", (name, abnormal, reason, gen),
-                                    0, -1, None))
-
-    def exit_actor(self, cell, reason: str) -> None:
-        """An actor ends itself: a config child is handed to its supervisor (a normal
-        exit restarts only permanent children); any other actor simply stops."""
-        if cell.name in self._tree_names and cell.id == f"{cell.name}@{self.rank}":
-            if cell.inst is not None and cell.spec.terminate is not None:
-                try:  # it ends itself: its terminate handler runs here, in its own turn
-                    cell.spec.terminate(cell.inst, reason)
-                except Exception:  # noqa: BLE001
-                    actor_log.error("%s: terminate handler raised:\n%s", cell.id,
-                                    traceback.format_exc())
-            self._halt(cell, reason)
-            self._report_exit(cell.name, reason not in ("normal", "shutdown"), reason)
-        else:
-            self.stop_actor(cell, reason)
-
-    def sup_command(self, cmd, name, done) -> None:
-        """Carry out the supervisor's ``halt`` / ``start`` / ``remove`` of a config child
-        on this rank; ``done`` when finished (for start: when its init finished)."""
-        cell = self._cells.get(f"{name}@{self.rank}")
-        child = self._children_by_name.get(name)
-        if cell is None and cmd == "start" and child is not None and child.rank == self.rank:
-            # removed earlier (temporary, or stopped): its supervisor starts it afresh
-            cell = self._new_cell(f"{name}@{self.rank}", name, spec_of(child.cls),
-                                  child.args, child.restart, True, child.context,
-                                  child.capabilities, child.facet_config)
-            cell.status = STARTING
-        if cell is None:
-            if cmd in ("halt", "remove"):
-                done(True, None)  # gone already: nothing to stop
-            else:
-                done(False, E.ActorNotFound(f"no config child {name!r} on rank {self.rank}"))
-            return
-        if cmd == "halt":
-            self._halt(cell, "shutdown", lambda: done(True, None))
-        elif cmd == "start":
-            def start():
-                cell.restarts += 1
-                self._queue_init(cell, done)
-            self._halt(cell, "shutdown", start)
-        elif cmd == "remove":
-            def remove():
-                if cell.status != STOPPED:
-                    cell.status = STOPPING
-                    self._finalize_stop(cell, "removed by its supervisor")
-                done(True, None)
-            self._halt(cell, "removed", remove)
-        else:
-            done(False, ValueError(f"unknown supervisor command {cmd!r}"))
-
-    def _halt(self, cell, reason, done=None) -> None:
-        """Stop the instance (terminate handler, monitors told) but keep the cell and its
-        mailbox, so the actor can be started again under the same id. A terminate
-        handler that waits (on an ask) gets the child's ``shutdown_timeout_ms``, then is
-        killed; ``done()`` runs when the actor is down."""
-        g = cell.running
-        here = getcurrent()
-        if g is not None and g is not here:
-            cell.running = None
-            self._busy -= 1
-            env, cell.current = cell.current, None
-            _kill(g)
-            if env is not None:  # the caller of the killed handler hears why at once
-                self._reply_error(env, E.NOT_FOUND, f"actor {cell.id} was stopped ({reason}) "
-                                  f"while handling {env[3]!r}")
-        if cell.status != STOPPED:
-            cell.status = STARTING  # no messages run while it stops; they wait for it
-        if cell.inst is None or cell.spec.terminate is None or g is here:
-            self._halt_finish(cell, reason, done)
-            return
-        once = [False]
-
-        def cont():
-            if not once[0]:
-                once[0] = True
-                self._halt_finish(cell, reason, done)
-
-        t = greenlet(self._halt_terminate, self._hub)
-        t.cell = cell
-        t.ctx = None
-        if t.switch((cell, reason, cont)) is not _BLOCKED:
-            cont()
-            return
-        child = self._children_by_name.get(cell.name)
-        timeout_s = (child.shutdown_timeout_ms if child is not None else 5000) / 1000.0
-
-        def kill():
-            if not t.dead:
-                actor_log.warning("%s: terminate handler still running after %.0f ms; "
-                                  "killed", cell.id, timeout_s * 1000)
-                _kill(t)
-            cont()
-        self.call_later(timeout_s, kill)
-
-    def _halt_terminate(self, args):
-        cell, reason, cont = args
-        try:
-            cell.spec.terminate(cell.inst, reason)
-        except Exception:  # noqa: BLE001
-            actor_log.error("%s: terminate handler raised:\n%s", cell.id,
-                            traceback.format_exc())
-        self._external.append(cont)
-        return None
-
-    def _halt_finish(self, cell, reason, done) -> None:
-        if cell.inst is not None and cell.facets is not None and cell.facets.durable:
-            _facets.stopping(self, cell, cell.facets)
-        if cell.groups:
-            self.groups.leave_all(cell)
-        self._kill_run(cell)
-        cell.watching = None
-        if cell.monitors or cell.links:
-            self._notify_down(cell, reason, reason != "normal")
-        cell.inst = None
-        cell.pending_init = False
-        if cell.status != STOPPED:
-            cell.status = STARTING
-        if done is not None:
-            done()
-
-    def _kill_run(self, cell) -> None:
-        if self.runs:
-            from .workflow import kill_run
-            kill_run(self, cell)
-
-    def _notify_down(self, cell, reason: str, abnormal: bool) -> None:
-        """Fire ``cell``'s monitors (always) and links (abnormal exits only: any reason
-        but "normal", "shutdown" included, as in OTP), once. While the job shuts down,
-        links are not propagated: every actor is stopping anyway, in order."""
-        if self.shutting_down:
-            abnormal = False
-        mons, cell.monitors = cell.monitors, None
-        for ref, watcher in (mons or {}).items():
-            self._send_quiet(watcher, "__DOWN__", {"down_from": cell.id, "monitor_ref": ref,
-                                                   "down_reason": reason}, cell.id)
-        links, cell.links = cell.links, None
-        for peer in links or ():
-            self._exit_signal(peer, cell.id, reason if abnormal else "normal")
-
     def wait_from_actor(self, start):
         """Run ``start(done)`` on the hub and park the calling greenlet until ``done``."""
         g = getcurrent()
@@ -1156,7 +884,7 @@ class Node(PoolCalls):
         if cell is None or cell.status == STOPPED:
             done(False, E.ActorNotFound(f"no actor {aid!r} on rank {self.rank}", actor=aid))
             return
-        if not _same_tenant(ctx, cell):
+        if not same_tenant(ctx, cell):
             done(False, E.CapabilityDenied(
                 f"a caller acting for tenant {ctx[0]!r} cannot stop {aid}, which belongs to "
                 f"tenant {cell.home_ctx[0]!r}", capability="spawn"))
@@ -1984,10 +1712,6 @@ class Node(PoolCalls):
             _current = None
 
 
-def _same_tenant(ctx, target) -> bool:
-    """May a caller acting in ``ctx`` act on ``target`` (stop it, link to it)? Within its
-    tenant, or from the default (system) context."""
-    return ctx is None or ctx[0] == DEFAULT_CTX[0] or target.home_ctx[0] == ctx[0]
 
 
 def _narrow(declared, parent):
@@ -2000,12 +1724,6 @@ def _narrow(declared, parent):
     return declared & parent
 
 
-def _kill(g) -> None:
-    """End a parked greenlet (from the hub): GreenletExit is thrown into it."""
-    try:
-        g.throw(greenlet.GreenletExit)
-    except BaseException:  # noqa: BLE001 - whatever it raised on the way out
-        pass
 
 
 #: ops only the runtime sends (a forged exit signal could kill any actor)

@@ -1,0 +1,165 @@
+"""Monitors and links, OTP semantics, across ranks: the node's side.
+
+A monitor is held by the watching actor (``cell.watching``: ref -> target) and recorded
+on the watched one (``cell.monitors``: ref -> watcher); whichever rank the watched actor
+lives on sends exactly one ``__DOWN__`` per monitor when it stops for any reason. Links
+are recorded on both sides; an abnormal exit sends ``__EXIT__`` to every peer, which
+exits too unless it handles ``__EXIT__``. Acting for a tenant, an actor may link only to
+that tenant's actors (the default context may link to any).
+"""
+
+from __future__ import annotations
+
+from greenlet import getcurrent
+
+from . import errors as E
+from .cell import SEND, STOPPED, SYS, rank_of
+from .context import DEFAULT_CTX
+
+__all__ = ["LinksMixin", "same_tenant"]
+
+
+class LinksMixin:
+    """Monitor and link methods of :class:`~plexhpc.node.Node`."""
+
+    def monitor(self, cell, target: str) -> str:
+        """Watch ``target``: exactly one ``__DOWN__`` cast reaches ``cell`` when it stops
+        for any reason (at once, reason ``noproc``, if it does not exist)."""
+        ref = f"mon-{self.rank}-{next(self._corr)}"
+        if cell.watching is None:
+            cell.watching = {}
+        try:
+            aid, r = self._resolve(target)
+        except E.ActorNotFound:  # an unknown name: down already, as in Erlang
+            cell.watching[ref] = str(target)
+            self._deliver((SEND, cell.id, str(target), "__DOWN__", {
+                "down_from": str(target), "monitor_ref": ref, "down_reason": "noproc"},
+                0, -1, None))
+            return ref
+        cell.watching[ref] = aid
+        if r == self.rank:
+            self._add_monitor(aid, ref, cell.id)
+        else:
+            self.transport.post(r, (SYS, None, None, "monitor", (aid, ref, cell.id), 0, -1,
+                                    None))
+        return ref
+
+    def demonitor(self, cell, ref: str) -> bool:
+        """Stop watching: False if ``ref`` is not one of this actor's live monitors (it
+        fired already, or belongs to another actor). No ``__DOWN__`` for it is handled
+        afterwards, even one already on its way."""
+        aid = (cell.watching or {}).pop(ref, None)
+        if aid is None:
+            return False
+        if "@" not in aid:
+            return True
+        r = rank_of(aid)
+        if r == self.rank:
+            self._drop_monitor(aid, ref)
+        else:
+            self.transport.post(r, (SYS, None, None, "demonitor", (aid, ref), 0, -1, None))
+        return True
+
+    def _add_monitor(self, aid, ref, watcher) -> None:
+        target = self._cells.get(aid)
+        if target is None or target.status == STOPPED:
+            self._send_quiet(watcher, "__DOWN__", {"down_from": aid, "monitor_ref": ref,
+                                                   "down_reason": "noproc"}, aid)
+            return
+        if target.monitors is None:
+            target.monitors = {}
+        target.monitors[ref] = watcher
+
+    def _drop_monitor(self, aid, ref) -> None:
+        target = self._cells.get(aid)
+        if target is not None and target.monitors:
+            target.monitors.pop(ref, None)
+
+    def link(self, cell, peer: str) -> None:
+        """Share fate with ``peer``: when either exits abnormally the other gets an
+        ``__EXIT__`` cast (or, without an ``__EXIT__`` handler, exits too)."""
+        aid, r = self._resolve(peer)
+        if aid == cell.id:
+            raise E.InvalidMessage(f"{aid} cannot link to itself")
+        ctx = getattr(getcurrent(), "ctx", None) or cell.ctx
+        if r == self.rank:
+            target = self._cells.get(aid)
+            if target is not None and not same_tenant(ctx, target):
+                raise E.CapabilityDenied(
+                    f"a caller acting for tenant {ctx[0]!r} cannot link to {aid}, which "
+                    f"belongs to tenant {target.home_ctx[0]!r}", capability="link")
+        if cell.links is None:
+            cell.links = set()
+        cell.links.add(aid)
+        if r == self.rank:
+            self._add_link(aid, cell.id)
+        else:
+            self.transport.post(r, (SYS, None, None, "link", (aid, cell.id, ctx), 0, -1,
+                                    None))
+
+    def unlink(self, cell, peer: str) -> None:
+        aid, r = self._resolve(peer)
+        if cell.links:
+            cell.links.discard(aid)
+        if r == self.rank:
+            self._drop_link(aid, cell.id)
+        else:
+            self.transport.post(r, (SYS, None, None, "unlink", (aid, cell.id), 0, -1, None))
+
+    def _add_link(self, aid, peer, ctx=None) -> None:
+        target = self._cells.get(aid)
+        if target is None or target.status == STOPPED:
+            self._exit_signal(peer, aid, "noproc")
+            return
+        if not same_tenant(ctx, target):  # fate sharing only within a tenant
+            self._exit_signal(peer, aid, f"link refused: {aid} belongs to another tenant")
+            return
+        if target.links is None:
+            target.links = set()
+        target.links.add(peer)
+
+    def _drop_link(self, aid, peer) -> None:
+        target = self._cells.get(aid)
+        if target is not None and target.links:
+            target.links.discard(peer)
+
+    def _exit_signal(self, to, frm, reason) -> None:
+        """Tell linked actor ``to`` that ``frm`` exited with ``reason``."""
+        try:
+            aid, r = self._resolve(to)
+        except E.PlexError:
+            return
+        if r != self.rank:
+            self.transport.post(r, (SYS, None, None, "exit_signal", (aid, frm, reason), 0, -1,
+                                    None))
+            return
+        cell = self._cells.get(aid)
+        if cell is None or cell.status == STOPPED:
+            return
+        if cell.links:
+            cell.links.discard(frm)
+        if reason == "normal":
+            return  # a normal exit is not propagated (as in OTP without trap_exit)
+        self._deliver((SEND, aid, frm, "__EXIT__", {"exit_from": frm, "exit_reason": reason},
+                       0, -1, None))
+
+    def _notify_down(self, cell, reason: str, abnormal: bool) -> None:
+        """Fire ``cell``'s monitors (always) and links (abnormal exits only: any reason
+        but "normal", "shutdown" included, as in OTP), once. While the job shuts down,
+        links are not propagated: every actor is stopping anyway, in order."""
+        if self.shutting_down:
+            abnormal = False
+        mons, cell.monitors = cell.monitors, None
+        for ref, watcher in (mons or {}).items():
+            self._send_quiet(watcher, "__DOWN__", {"down_from": cell.id, "monitor_ref": ref,
+                                                   "down_reason": reason}, cell.id)
+        links, cell.links = cell.links, None
+        for peer in links or ():
+            self._exit_signal(peer, cell.id, reason if abnormal else "normal")
+
+
+
+def same_tenant(ctx, target) -> bool:
+    """May a caller acting in ``ctx`` act on ``target`` (stop it, link to it)? Within its
+    tenant, or from the default (system) context."""
+    return ctx is None or ctx[0] == DEFAULT_CTX[0] or target.home_ctx[0] == ctx[0]
