@@ -470,7 +470,10 @@ class Node(LinksMixin, LifecycleMixin, PoolCalls):
         if dq is None:
             dq = self._ask_deadlines[timeout_ms] = deque()
         dq.append((_monotonic() + timeout_ms / 1000.0, corr))
-        env = (ASK, aid, cell.id, op, payload, corr, self.rank, ctx or cell.ctx)
+        ctx = ctx or cell.ctx
+        if ctx is DEFAULT_CTX:  # no tenant to carry: the target runs in its own context
+            ctx = None
+        env = (ASK, aid, cell.id, op, payload, corr, self.rank, ctx)
         if r == self.rank:
             self._deliver(env)
         else:
@@ -582,6 +585,8 @@ class Node(LinksMixin, LifecycleMixin, PoolCalls):
 
     def send_from(self, frm: str, to: str, op: str, payload, ctx=None) -> None:
         aid, r = self._resolve(to)
+        if ctx is DEFAULT_CTX:  # no tenant to carry (and less to pickle)
+            ctx = None
         self._post((SEND, aid, frm, op, payload, 0, -1, ctx), r)
 
     def _send_quiet(self, to, op, payload, frm, ctx=None) -> None:
