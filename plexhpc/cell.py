@@ -64,6 +64,24 @@ class ActorCell:
         self.watching = None  # ref -> target: the monitors this actor holds
 
 
+#: ops only the runtime sends (a forged exit signal could kill any actor)
+RESERVED_OPS = frozenset({"__EXIT__", "__DOWN__", "__init__", "__terminate__"})
+
+
+def check_message(op, payload=None, where: str = "") -> None:
+    """Refuse, with InvalidMessage, what no caller may send: an op that is not a
+    non-empty str or is reserved for the runtime, a payload that is not a dict."""
+    pre = f"{where}: " if where else ""
+    if not isinstance(op, str) or not op:
+        raise E.InvalidMessage(f"{pre}op must be a non-empty str, got {op!r}")
+    if op in RESERVED_OPS:
+        raise E.InvalidMessage(f"{pre}op {op!r} is reserved for the runtime (monitors, "
+                               "links, lifecycle) and cannot be sent")
+    if payload is not None and not isinstance(payload, dict):
+        raise E.InvalidMessage(f"{pre}payload for {op!r} must be a dict (or None), got "
+                               f"{type(payload).__name__}")
+
+
 def rank_of(actor_id: str) -> int:
     """The rank encoded in an actor id (``name@rank``)."""
     head, sep, tail = actor_id.rpartition("@")

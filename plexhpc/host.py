@@ -17,7 +17,7 @@ from greenlet import getcurrent
 
 from . import errors as E
 from . import node as _node_mod
-from .node import RESERVED_OPS
+from .cell import RESERVED_OPS, check_message
 from .pool_calls import PoolCalls
 from .shards import api as _shard_api
 from .context import DEFAULT_CTX, RequestContext, require
@@ -57,15 +57,7 @@ def _here():
 _MAX_TIMEOUT_MS = 7 * 24 * 3600 * 1000.0
 
 
-def _check(op, payload):
-    if not isinstance(op, str) or not op:
-        raise E.InvalidMessage(f"op must be a non-empty str, got {op!r}")
-    if op in RESERVED_OPS:
-        raise E.InvalidMessage(f"op {op!r} is reserved for the runtime (monitors, links, "
-                               "lifecycle) and cannot be sent")
-    if payload is not None and not isinstance(payload, dict):
-        raise E.InvalidMessage(f"payload for {op!r} must be a dict (or None), got "
-                               f"{type(payload).__name__}")
+_check = check_message
 
 
 class ProcessGroups:

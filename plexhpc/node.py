@@ -39,6 +39,7 @@ from .allocator import tune_allocator
 from .cell import (ASK, BLOCKED, DONE, ERROR, INIT, P_DONE, P_DRAINING, P_FINAL,
                    P_RUNNING, P_STARTING, REPLY, RUNNING, SEND, STARTING, STOPPED, STOPPING,
                    SYS, TERM, ActorCell, rank_of)
+from .cell import check_message as _check_payload
 from .lifecycle import LifecycleMixin
 from .lifecycle import kill as _kill
 from .links import LinksMixin, same_tenant
@@ -1731,23 +1732,8 @@ def _narrow(declared, parent):
 
 
 
-#: ops only the runtime sends (a forged exit signal could kill any actor)
-RESERVED_OPS = frozenset({"__EXIT__", "__DOWN__", "__init__", "__terminate__"})
-
-
 class LinkedExit(Exception):
     """Why an actor without an ``__EXIT__`` handler stopped: a linked actor crashed."""
-
-
-def _check_payload(op, payload) -> None:
-    if not isinstance(op, str) or not op:
-        raise E.InvalidMessage(f"op must be a non-empty str, got {op!r}")
-    if op in RESERVED_OPS:
-        raise E.InvalidMessage(f"op {op!r} is reserved for the runtime (monitors, links, "
-                               "lifecycle) and cannot be sent")
-    if payload is not None and not isinstance(payload, dict):
-        raise E.InvalidMessage(f"payload for {op!r} must be a dict (or None), got "
-                               f"{type(payload).__name__}")
 
 
 def _env_float(name: str, default: float) -> float:

@@ -9,6 +9,7 @@ reference's benchmark expects.
 from __future__ import annotations
 
 from .. import errors as E
+from ..cell import check_message
 from .groups import AGGREGATIONS, aggregate
 
 __all__ = ["create", "destroy", "route", "scatter_gather", "broadcast", "barrier"]
@@ -39,12 +40,9 @@ def _guard(done, fn):
 
 def _op(op, call):
     """An op a caller may send: a str that is not one only the runtime sends."""
-    from ..node import RESERVED_OPS
     if not isinstance(op, str) or not op:
         raise E.ShardGroupError(f"{call}: op must be a non-empty str, got {op!r}")
-    if op in RESERVED_OPS:
-        raise E.InvalidMessage(f"{call}: op {op!r} is reserved for the runtime (monitors, "
-                               "links, lifecycle) and cannot be sent")
+    check_message(op, None, call)
     return op
 
 
