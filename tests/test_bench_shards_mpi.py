@@ -58,7 +58,10 @@ def test_worker_replies_carry_the_real_checksum(tmp_path):
     assert job.returncode == 0, job
     res = job.result()
     expected = checksum(MLP("small", seed=3).forward(make_request_input("req-1")))
-    assert res["sums"] == [expected, expected] and res["ranks"] == [0, 1]
+    # Each rank runs the forward pass with its own BLAS threading, so the float32 sums
+    # agree to rounding, not to the bit: compare with a tolerance.
+    assert res["sums"] == [pytest.approx(expected, rel=1e-5, abs=1e-4)] * 2
+    assert res["ranks"] == [0, 1]
     assert res["served"] == 2
 
 
