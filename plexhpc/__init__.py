@@ -19,7 +19,7 @@ point-to-point; see ``docs/ARCHITECTURE.md``. The public API::
             print(node.ask("counter", "add", {"n": 2}))
 """
 
-from .actor import (actor, event_actor, fsm_actor, gen_server_actor, handler, init_handler,
+from .actors.spec import (actor, event_actor, fsm_actor, gen_server_actor, handler, init_handler,
                     query_handler, run_handler, signal_handler, state, terminate_handler,
                     workflow_actor)
 from .context import DEFAULT_CONTEXT, RequestContext
@@ -28,9 +28,9 @@ from .errors import (ActorNotFound, AskTimeout, CapabilityDenied, CheckpointReje
                      ConfigError, HostUsageError, InvalidMessage, JobFailed, NodeClosed,
                      PlexError, Rejected, RemoteError, RemoteTimeout, StartError, StateError,
                      StateTimeout, UnknownLease)
-from .host import host
-from .job import Job, run_app, start
-from .node import Node
+from .actors.host import host
+from .runtime.job import Job, run_app, start
+from .runtime.node import Node
 
 __version__ = "0.1.0"
 

@@ -78,7 +78,7 @@ def main(argv: list | None = None) -> int:
 
     import mpi4py
 
-    from .mpiutil import launched_by_mpi
+    from .runtime.mpiutil import launched_by_mpi
     if getattr(args, "log_level", None):
         os.environ["PLEXHPC_LOG"] = args.log_level
 
@@ -92,15 +92,15 @@ def main(argv: list | None = None) -> int:
             except ConfigError as exc:
                 print(f"plexhpc: invalid app config: {exc}", file=sys.stderr)
                 return 2
-            from .launcher import relaunch
+            from .runtime.launcher import relaunch
             return relaunch(args.ranks, ["-m", "plexhpc", "run", args.app, *_forward_args(args)])
-        from .job import run_app
+        from .runtime.job import run_app
         return run_app(args.app, json_lines=args.json)
 
     if args.command == "bench":
         if not launched_by_mpi():
             mpi4py.rc.initialize = False
-            from .launcher import relaunch
+            from .runtime.launcher import relaunch
             n = args.ranks if args.ranks is not None else 2
             return relaunch(n, ["-m", "plexhpc", "bench", args.suite, *_forward_args(args)])
         from .bench import run_suite

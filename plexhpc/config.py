@@ -36,7 +36,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from .actor import BEHAVIOR_KINDS, spec_of
+from .actors.spec import BEHAVIOR_KINDS, spec_of
 from .errors import ConfigError
 
 __all__ = ["AppConfig", "ChildSpec", "SupervisorSpec", "StateConfig", "MainCall", "load_config",
@@ -364,7 +364,7 @@ def _parse_child(ch: dict, where: str, cname: str, ctx) -> "ChildSpec":
             and shutdown_ms >= 0, f"expected milliseconds >= 0, got {shutdown_ms!r}", path,
             f"{where}.shutdown_timeout_ms")
     from .context import check_capabilities, make_context
-    from .facets import parse_facets
+    from .actors.facets import parse_facets
     facets = ch["facets"] if "facets" in ch else list(spec.facets)
     try:
         facet_config = parse_facets(facets, f"{where}.facets")

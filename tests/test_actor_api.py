@@ -3,7 +3,7 @@
 import pytest
 
 from plexhpc import actor, handler, init_handler, state, terminate_handler
-from plexhpc.actor import CALL, CAST, spec_of
+from plexhpc.actors.spec import CALL, CAST, spec_of
 from plexhpc.errors import InvalidMessage
 
 

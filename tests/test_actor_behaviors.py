@@ -4,10 +4,10 @@ import pytest
 
 from plexhpc import (ConfigError, InvalidMessage, event_actor, fsm_actor, handler,
                      query_handler, run_handler, signal_handler, state, workflow_actor)
-from plexhpc.actor import spec_of
+from plexhpc.actors.spec import spec_of
 from plexhpc.config import SupervisorSpec, load_config
 from plexhpc.context import DEFAULT_CONTEXT, check_capabilities, make_context
-from plexhpc.facets import parse_facets
+from plexhpc.actors.facets import parse_facets
 
 
 @fsm_actor(states=["idle", "busy"], initial="idle", transitions={"idle": ["busy"],

@@ -1,4 +1,4 @@
-"""plexhpc.store.channels: durable at-least-once queues, checked against a model."""
+"""plexhpc.storage.channels: durable at-least-once queues, checked against a model."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
 
 from plexhpc.errors import InvalidMessage, UnknownLease
-from plexhpc.store import channels as channels_mod
-from plexhpc.store.channels import ChannelStore
-from plexhpc.store.db import open_db
+from plexhpc.storage import channels as channels_mod
+from plexhpc.storage.channels import ChannelStore
+from plexhpc.storage.db import open_db
 
 S = ("tenant", "ns")
 MAX = 3

@@ -1,5 +1,5 @@
-"""plexhpc.store.checkpoints (signed checkpoints, workflow steps) and
-plexhpc.store.timers (durable timers)."""
+"""plexhpc.storage.checkpoints (signed checkpoints, workflow steps) and
+plexhpc.storage.timers (durable timers)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from plexhpc.errors import CheckpointRejected, InvalidMessage, StateError
-from plexhpc.store.checkpoints import CheckpointStore
-from plexhpc.store.db import open_db
-from plexhpc.store.timers import TimerStore
+from plexhpc.storage.checkpoints import CheckpointStore
+from plexhpc.storage.db import open_db
+from plexhpc.storage.timers import TimerStore
 
 KEY = b"s" * 32
 OTHER_KEY = b"o" * 32

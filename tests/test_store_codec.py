@@ -1,4 +1,4 @@
-"""plexhpc.store.codec: the plain-data encoding and the signed envelope."""
+"""plexhpc.storage.codec: the plain-data encoding and the signed envelope."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from plexhpc.errors import CheckpointRejected, InvalidMessage
-from plexhpc.store.codec import CODEC_VERSION, MAGIC, decode, encode, seal, unseal
+from plexhpc.storage.codec import CODEC_VERSION, MAGIC, decode, encode, seal, unseal
 
 KEY = b"k" * 32
 

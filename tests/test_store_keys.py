@@ -1,4 +1,4 @@
-"""plexhpc.store.keys: the signing key file."""
+"""plexhpc.storage.keys: the signing key file."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from plexhpc.errors import StateError
-from plexhpc.store import keys
-from plexhpc.store.keys import KEY_FILE_ENV, KEY_LEN, load_or_create_key
+from plexhpc.storage import keys
+from plexhpc.storage.keys import KEY_FILE_ENV, KEY_LEN, load_or_create_key
 
 
 def mode(path) -> int:

@@ -1,4 +1,4 @@
-"""plexhpc.store.kv (and the database it lives in, plexhpc.store.db)."""
+"""plexhpc.storage.kv (and the database it lives in, plexhpc.storage.db)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plexhpc.errors import InvalidMessage, StateError
-from plexhpc.store.db import SCHEMA_VERSION, open_db, write_txn
-from plexhpc.store.kv import KVStore
+from plexhpc.storage.db import SCHEMA_VERSION, open_db, write_txn
+from plexhpc.storage.kv import KVStore
 
 S = ("tenant", "ns", "actor")
 

@@ -1,4 +1,4 @@
-"""plexhpc.store.tuplespace: match(), the space, its waiters and persistence."""
+"""plexhpc.storage.tuplespace: match(), the space, its waiters and persistence."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plexhpc.errors import InvalidMessage
-from plexhpc.store.db import open_db
-from plexhpc.store.tuplespace import TupleSpace, match
+from plexhpc.storage.db import open_db
+from plexhpc.storage.tuplespace import TupleSpace, match
 
 S = ("tenant", "ns")
 

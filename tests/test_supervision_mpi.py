@@ -82,7 +82,7 @@ def test_shutdown_stops_children_in_reverse_order_with_a_timeout_then_kill():
     import time
 
     from conftest import STATE_TMP
-    from plexhpc.store import TupleSpace, open_db
+    from plexhpc.storage import TupleSpace, open_db
 
     state = tempfile.mkdtemp(prefix="shutdown-", dir=STATE_TMP)
     t0 = time.monotonic()

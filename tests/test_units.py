@@ -6,8 +6,8 @@ import pytest
 
 from plexhpc import HostUsageError, host
 from plexhpc.errors import ActorNotFound, ConfigError
-from plexhpc.launcher import mpiexec_command
-from plexhpc.node import _env_float, rank_of
+from plexhpc.runtime.launcher import mpiexec_command
+from plexhpc.runtime.node import _env_float, rank_of
 
 
 @pytest.mark.parametrize("aid, rank", [("a@0", 0), ("svc:agent@12", 12), ("x@y@3", 3)])

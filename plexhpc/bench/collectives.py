@@ -19,7 +19,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .. import collectives as C
-from ..allocator import allocator_tuned
+from ..runtime.allocator import allocator_tuned
 from ..collectives import kernels
 from .report import percentile, write_report
 

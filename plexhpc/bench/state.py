@@ -100,8 +100,8 @@ class DurableBump10(_Bump):
 def _sqlite_insert_per_s(n: int) -> float:
     """Raw sqlite3: one committed single-row insert per message, same settings and row
     size as the channel's."""
-    from ..store.codec import encode
-    from ..store.db import open_db
+    from ..storage.codec import encode
+    from ..storage.db import open_db
     with tempfile.TemporaryDirectory(prefix="plexhpc-bench-") as d:
         conn = open_db(os.path.join(d, "raw.sqlite"))
         conn.execute("CREATE TABLE raw (id INTEGER PRIMARY KEY, body BLOB)")

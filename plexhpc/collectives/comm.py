@@ -26,7 +26,7 @@ import weakref
 import numpy as np
 from mpi4py import MPI
 
-from ..allocator import tune_allocator
+from ..runtime.allocator import tune_allocator
 from ..errors import CollectiveAborted, CollectiveTimeout
 
 tune_allocator()

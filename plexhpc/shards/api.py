@@ -9,7 +9,7 @@ reference's benchmark expects.
 from __future__ import annotations
 
 from .. import errors as E
-from ..cell import check_message
+from ..runtime.cell import check_message
 from .groups import AGGREGATIONS, aggregate
 
 __all__ = ["create", "destroy", "route", "scatter_gather", "broadcast", "barrier"]

@@ -238,7 +238,7 @@ class GroupReductions:
 
 
 def _sys():
-    from ..cell import SYS
+    from ..runtime.cell import SYS
     return SYS
 
 

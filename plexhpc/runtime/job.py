@@ -15,8 +15,8 @@ import threading
 
 from mpi4py import MPI
 
-from . import errors as E
-from .config import AppConfig, load_config
+from .. import errors as E
+from ..config import AppConfig, load_config
 from .mpiutil import allreduce_timed
 from .node import Node
 

@@ -4,7 +4,7 @@ The store only remembers timers; the node's loop asks :meth:`TimerStore.due` for
 whose time has come, delivers them, then :meth:`~TimerStore.remove`\\ s them. A crash
 between delivery and removal delivers the timer again after restart (at least once),
 never zero times. Timer ids are never reused, so cancelling a stale id cannot cancel
-another timer. Payloads are plain data (:func:`~plexhpc.store.codec.encode`).
+another timer. Payloads are plain data (:func:`~plexhpc.storage.codec.encode`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _ms(value, what: str) -> int:
 
 
 class TimerStore:
-    """Timers on a connection from :func:`plexhpc.store.open_db`."""
+    """Timers on a connection from :func:`plexhpc.storage.open_db`."""
 
     def __init__(self, conn: sqlite3.Connection):
         ensure_schema(conn)

@@ -74,7 +74,7 @@ class GroupRegistry:
 
     def _announce(self, item) -> None:
         node = self._node
-        from .node import SYS
+        from ..runtime.node import SYS
         for r in range(node.size):
             if r != node.rank:
                 node.transport.post(r, (SYS, None, None, "pg", item, 0, -1, None))

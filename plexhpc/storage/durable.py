@@ -5,7 +5,7 @@ Each rank writes only its own file (``<state dir>/rank-<r>.sqlite``), so checkpo
 never contend across processes. When an actor first starts in a launch, every rank's
 file is consulted and the checkpoint with the highest sequence number wins, so state
 follows an actor that a relaunch with another rank count placed elsewhere. The files
-hold signed, typed encodings (:mod:`plexhpc.store.codec`), never pickles.
+hold signed, typed encodings (:mod:`plexhpc.storage.codec`), never pickles.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 
-from . import errors as E
+from .. import errors as E
 
 __all__ = ["LocalState"]
 
@@ -35,13 +35,13 @@ class LocalState:
 
     def key(self) -> bytes:
         if self._key is None:
-            from .store.keys import load_or_create_key
+            from .keys import load_or_create_key
             self._key = load_or_create_key(self.config.key_file, state_dir=self.config.dir)
         return self._key
 
     def _open(self):
         if self._conn is None:
-            from .store.db import open_db
+            from .db import open_db
             try:
                 self._conn = open_db(self.path)
             except Exception as exc:  # noqa: BLE001 - the message says what to fix
@@ -53,7 +53,7 @@ class LocalState:
     @property
     def checkpoints(self):
         if self._checkpoints is None:
-            from .store.checkpoints import CheckpointStore
+            from .checkpoints import CheckpointStore
             self._checkpoints = CheckpointStore(self._open(), self.key(),
                                                 retention=self.config.retention)
         return self._checkpoints
@@ -61,7 +61,7 @@ class LocalState:
     @property
     def timers(self):
         if self._timers is None:
-            from .store.timers import TimerStore
+            from .timers import TimerStore
             self._timers = TimerStore(self._open())
         return self._timers
 
@@ -71,7 +71,7 @@ class LocalState:
         plain load does; other ranks' files are only read."""
         import glob
         import sqlite3
-        from .store.checkpoints import CheckpointStore
+        from .checkpoints import CheckpointStore
         best = self.checkpoints.load(actor_key)
         for path in sorted(glob.glob(os.path.join(self.config.dir, "rank-*.sqlite"))):
             if os.path.abspath(path) == os.path.abspath(self.path):

@@ -15,14 +15,14 @@ from typing import Any
 
 from greenlet import getcurrent
 
-from . import errors as E
-from . import node as _node_mod
-from .cell import RESERVED_OPS, check_message
-from .pool_calls import PoolCalls
-from .shards import api as _shard_api
-from .context import DEFAULT_CTX, RequestContext, require
+from .. import errors as E
+from ..runtime import node as _node_mod
+from ..runtime.cell import RESERVED_OPS, check_message
+from ..otp.pool_calls import PoolCalls
+from ..shards import api as _shard_api
+from ..context import DEFAULT_CTX, RequestContext, require
 from .host_state import ChannelCalls, KVCalls, TupleSpaceCalls, current_ctx, scoped_group
-from .log import get_logger
+from ..log import get_logger
 
 __all__ = ["host", "Host"]
 
@@ -229,7 +229,7 @@ class Host(PoolCalls, KVCalls):
     def step(self, name: str, fn, *args, **kwargs):
         """In a workflow's run handler: run ``fn`` as a checkpointed step, or return its
         recorded result when a resumed run reaches a step it completed before."""
-        from .workflow import step
+        from ..otp.workflow import step
         return step(name, fn, *args, **kwargs)
 
     def context(self):

@@ -13,7 +13,7 @@ its handler waits in an ask, later messages stay in its mailbox. Hence a call cy
 Envelopes are tuples ``(kind, to, from, op, payload, corr, reply_rank, ctx)``.
 Same-rank messages go straight to the target's mailbox (payloads pass by reference: do
 not mutate a payload after sending it); other-rank messages go through the
-:class:`~plexhpc.transport.Transport`.
+:class:`~plexhpc.runtime.transport.Transport`.
 """
 
 from __future__ import annotations
@@ -33,31 +33,31 @@ from typing import Any
 from greenlet import getcurrent, greenlet
 from mpi4py import MPI
 
-from . import errors as E
-from .actor import spec_of
+from .. import errors as E
+from ..actors.spec import spec_of
 from .allocator import tune_allocator
 from .cell import (ASK, BLOCKED, DONE, ERROR, INIT, P_DONE, P_DRAINING, P_FINAL,
                    P_RUNNING, P_STARTING, REPLY, RUNNING, SEND, STARTING, STOPPED, STOPPING,
                    SYS, TERM, ActorCell, rank_of)
 from .cell import check_message as _check_payload
-from .lifecycle import LifecycleMixin
-from .lifecycle import kill as _kill
-from .links import LinksMixin, same_tenant
-from .config import AppConfig, resolve_class
-from .context import DEFAULT_CTX, make_context
+from ..otp.lifecycle import LifecycleMixin
+from ..otp.lifecycle import kill as _kill
+from ..otp.links import LinksMixin, same_tenant
+from ..config import AppConfig, resolve_class
+from ..context import DEFAULT_CTX, make_context
 from .doorbell import Doorbell
-from .durable import LocalState
-from .facets import FacetState, parse_facets
-from . import facets as _facets
-from .state_service import StateService
-from .groups import GroupRegistry
-from .pool_calls import PoolCalls
-from .shards.groups import ShardGroups
-from .shards.reduce import GroupReductions
-from .supervision import SupervisionTree
-from .supervisor import ESCALATE, RESTART, RankSupervisor
-from .log import configure as configure_logging
-from .log import get_logger
+from ..storage.durable import LocalState
+from ..actors.facets import FacetState, parse_facets
+from ..actors import facets as _facets
+from ..storage.service import StateService
+from ..otp.process_groups import GroupRegistry
+from ..otp.pool_calls import PoolCalls
+from ..shards.groups import ShardGroups
+from ..shards.reduce import GroupReductions
+from ..otp.supervision import SupervisionTree
+from ..otp.supervisor import ESCALATE, RESTART, RankSupervisor
+from ..log import configure as configure_logging
+from ..log import get_logger
 from .transport import Transport
 
 __all__ = ["Node", "current_node", "rank_of"]
@@ -239,37 +239,37 @@ class Node(LinksMixin, LifecycleMixin, PoolCalls):
 
     # shard groups, from a driver (the same calls as host.*)
     def create_shard_group(self, spec: dict, timeout_ms: float = 120000) -> dict:
-        from .shards import api
+        from ..shards import api
         return self._call_and_wait(lambda done: api.create(self, "$driver", spec, done),
                                    timeout_ms)
 
     def destroy_shard_group(self, group_id: str, timeout_ms: float = 60000) -> dict:
-        from .shards import api
+        from ..shards import api
         return self._call_and_wait(lambda done: api.destroy(self, "$driver", group_id, done),
                                    timeout_ms)
 
     def route(self, group_id: str, key, op: str, payload: dict | None = None,
               timeout_ms: float = 5000):
-        from .shards import api
+        from ..shards import api
         _check_payload(op, payload)
         return self._call_and_wait(lambda done: api.route(
             self, f"$driver@{self.rank}", group_id, key, op, payload, timeout_ms, done),
             timeout_ms)
 
     def scatter_gather(self, spec: dict) -> dict:
-        from .shards import api
+        from ..shards import api
         wait = float(spec.get("timeout_ms", 30000)) if isinstance(spec, dict) else 30000
         return self._call_and_wait(lambda done: api.scatter_gather(
             self, f"$driver@{self.rank}", spec, done), wait + 2000)
 
     def broadcast_shard_group(self, spec: dict) -> dict:
-        from .shards import api
+        from ..shards import api
         wait = float(spec.get("timeout_ms", 10000)) if isinstance(spec, dict) else 10000
         return self._call_and_wait(lambda done: api.broadcast(
             self, f"$driver@{self.rank}", spec, done), wait + 2000)
 
     def barrier_shard_group(self, spec: dict) -> dict:
-        from .shards import api
+        from ..shards import api
         wait = float(spec.get("timeout_ms", 10000)) if isinstance(spec, dict) else 10000
         return self._call_and_wait(lambda done: api.barrier(
             self, f"$driver@{self.rank}", spec, done), wait + 2000)
@@ -291,7 +291,7 @@ class Node(LinksMixin, LifecycleMixin, PoolCalls):
 
     def members(self, group: str) -> list:
         """Members of a process group, cluster-wide, in a stable order."""
-        from .host_state import scoped_group
+        from ..actors.host_state import scoped_group
         return self._call_and_wait(lambda done: done(True, self.groups.members(
             scoped_group(None, group))), 5000)
 
@@ -600,7 +600,7 @@ class Node(LinksMixin, LifecycleMixin, PoolCalls):
         timer_id = None
         ctx = getattr(getcurrent(), "ctx", None) or cell.ctx
         if cell.facets is not None and cell.facets.timers:  # durable: survives restarts
-            from .durable import now_ms
+            from ..storage.durable import now_ms
             timer_id = self.local_state.timers.add(
                 cell.facets.key, now_ms() + int(delay_ms), op,
                 {"payload": payload, "ctx": list(ctx)})
@@ -1207,7 +1207,7 @@ class Node(LinksMixin, LifecycleMixin, PoolCalls):
         if cell.status == STARTING:
             cell.status = RUNNING
         if spec.workflow is not None:
-            from .workflow import resume_pending
+            from ..otp.workflow import resume_pending
             try:
                 resume_pending(self, cell)
             except E.StateError as exc:
@@ -1413,7 +1413,7 @@ class Node(LinksMixin, LifecycleMixin, PoolCalls):
 
     def _kill_runs(self) -> None:
         """Abandon every workflow run in progress (they resume on the next launch)."""
-        from .workflow import kill_run
+        from ..otp.workflow import kill_run
         for aid in list(self.runs):
             cell = self._cells.get(aid)
             run = self.runs.get(aid)

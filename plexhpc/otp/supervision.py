@@ -26,8 +26,8 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from .config import ChildSpec, SupervisorSpec
-from .log import get_logger
+from ..config import ChildSpec, SupervisorSpec
+from ..log import get_logger
 
 __all__ = ["SupervisionTree"]
 

@@ -3,7 +3,7 @@
 
 Every call checks the calling actor's capability (kv, ts, channel), builds the scope
 from its request context (and, for KV, its actor type) and sends the request to the
-rank that owns the stores (:mod:`plexhpc.state_service`). Callers name keys, patterns
+rank that owns the stores (:mod:`plexhpc.storage.service`). Callers name keys, patterns
 and channels only within that scope; there is no argument that reaches outside it.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from greenlet import getcurrent
 
-from . import errors as E
-from .context import DEFAULT_CTX, require
+from .. import errors as E
+from ..context import DEFAULT_CTX, require
 
 __all__ = ["KVCalls", "TupleSpaceCalls", "ChannelCalls", "SHARED_OWNER", "scoped_group"]
 

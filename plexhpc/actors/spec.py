@@ -17,10 +17,10 @@ import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import InvalidMessage
+from ..errors import InvalidMessage
 
 if TYPE_CHECKING:
-    from .behaviors import FsmSpec, WorkflowSpec
+    from ..otp.behaviors import FsmSpec, WorkflowSpec
 
 __all__ = [
     "actor",
@@ -227,7 +227,7 @@ def terminate_handler(fn: Callable | None = None) -> Callable:
 
 
 def _build_spec(cls: type, kind: str, facets, capabilities=None, options=None) -> ActorSpec:
-    from .context import check_capabilities
+    from ..context import check_capabilities
     spec = ActorSpec(cls=cls, kind=kind, facets=tuple(facets or ()),
                      capabilities=check_capabilities(capabilities, f"{cls.__qualname__}"))
     event_fns: dict = {}
@@ -267,7 +267,7 @@ def _build_spec(cls: type, kind: str, facets, capabilities=None, options=None) -
                 spec.fields[name] = StateField(value) if not isinstance(
                     value, (list, dict, set)) else StateField(default_factory=_copier(value))
     if kind in ("GenEvent", "GenFSM", "Workflow"):
-        from . import behaviors
+        from ..otp import behaviors
         behaviors.complete_spec(spec, event_fns, options or {})
     return spec
 

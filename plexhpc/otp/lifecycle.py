@@ -4,7 +4,7 @@ child in place for its supervisor, reporting exits to it, and an actor ending it
 A halted child keeps its cell and mailbox, so messages wait for the next instance and
 its id never changes. A terminate handler that waits (on an ask) gets the child's
 ``shutdown_timeout_ms`` and is then killed. Decisions are made by the tree on rank 0
-(:mod:`plexhpc.supervision`); these are the commands it sends.
+(:mod:`plexhpc.otp.supervision`); these are the commands it sends.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import traceback
 
 from greenlet import getcurrent, greenlet
 
-from . import errors as E
-from . import facets as _facets
-from .actor import spec_of
-from .cell import BLOCKED, P_DRAINING, STARTING, STOPPED, STOPPING, SYS
-from .log import get_logger
+from .. import errors as E
+from ..actors import facets as _facets
+from ..actors.spec import spec_of
+from ..runtime.cell import BLOCKED, P_DRAINING, STARTING, STOPPED, STOPPING, SYS
+from ..log import get_logger
 
 __all__ = ["LifecycleMixin", "kill"]
 
@@ -25,7 +25,7 @@ actor_log = get_logger("actor")
 
 
 class LifecycleMixin:
-    """Supervision commands and exits of :class:`~plexhpc.node.Node`."""
+    """Supervision commands and exits of :class:`~plexhpc.runtime.node.Node`."""
 
     @property
     def shutting_down(self) -> bool:

@@ -4,7 +4,7 @@ OTP's one_for_one, scoped to the rank: a crashed ``permanent`` or ``transient`` 
 restarted, a ``temporary`` one is not; more than ``max_restarts`` restarts within
 ``max_restart_window_seconds`` means restarting is not helping, and the job stops with
 status 1. The app's config children are supervised by the tree in
-:mod:`plexhpc.supervision` instead, with every strategy.
+:mod:`plexhpc.otp.supervision` instead, with every strategy.
 """
 
 from __future__ import annotations

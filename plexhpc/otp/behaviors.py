@@ -6,9 +6,9 @@
   the built-in ops ``transition`` and ``get_state``. Every handler is checked after it
   ran: a move the table forbids is undone and the caller told so, with the state.
 - Workflow: ``workflow_run`` / ``workflow_signal:<name>`` / ``workflow_query:<name>``;
-  the run itself is driven by :mod:`plexhpc.workflow`.
+  the run itself is driven by :mod:`plexhpc.otp.workflow`.
 
-The decorators in :mod:`plexhpc.actor` call :func:`complete_spec`; nothing here runs
+The decorators in :mod:`plexhpc.actors.spec` call :func:`complete_spec`; nothing here runs
 at message time except the small wrappers it installs.
 """
 
@@ -18,8 +18,8 @@ import copy
 import functools
 from dataclasses import dataclass, field
 
-from .errors import InvalidMessage
-from .log import get_logger
+from ..errors import InvalidMessage
+from ..log import get_logger
 
 log = get_logger("actor")
 
@@ -59,7 +59,7 @@ def complete_spec(spec, event_fns: dict, options: dict) -> None:
 # ---- GenEvent ----------------------------------------------------------------------
 
 def _complete_event(spec, event_fns: dict) -> None:
-    from .actor import CAST, CALL, HandlerSpec, StateField
+    from ..actors.spec import CAST, CALL, HandlerSpec, StateField
 
     spec.fields.setdefault("event_subscribers", StateField(default_factory=dict))
     spec.fields.setdefault("event_handlers_removed", StateField(default_factory=list))
@@ -88,7 +88,7 @@ def _fan_in(op, handlers):
                               "handlers keep running)", name, op)
         subs = self.__dict__.get("event_subscribers")
         if subs:
-            from .host import host
+            from ..actors.host import host
             for sub, events in list(subs.items()):
                 if events is None or op in events:
                     try:
@@ -119,7 +119,7 @@ def _unsubscribe(self, subscriber: str) -> dict:
 # ---- GenFSM ------------------------------------------------------------------------
 
 def _complete_fsm(spec, options: dict) -> None:
-    from .actor import CALL, HandlerSpec, StateField
+    from ..actors.spec import CALL, HandlerSpec, StateField
 
     states, initial = options.get("states"), options.get("initial")
     transitions = options.get("transitions")
@@ -213,7 +213,7 @@ def _get_state(self) -> dict:
 # ---- Workflow ----------------------------------------------------------------------
 
 def _complete_workflow(spec) -> None:
-    from .actor import CALL, HandlerSpec, _signature_facts
+    from ..actors.spec import CALL, HandlerSpec, _signature_facts
 
     wf = spec.workflow = WorkflowSpec()
     for klass in reversed(spec.cls.__mro__):

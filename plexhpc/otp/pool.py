@@ -17,9 +17,9 @@ import itertools
 import time
 from collections import deque
 
-from . import errors as E
-from .actor import actor, handler, init_handler, state
-from .host import host
+from .. import errors as E
+from ..actors.spec import actor, handler, init_handler, state
+from ..actors.host import host
 
 __all__ = ["PoolManager"]
 

@@ -1,7 +1,7 @@
 """Facets: operational behaviour attached to an actor by config, not by its code.
 
 - ``durability`` ``{checkpoint_interval = N, on_corrupt = "fresh" | "escalate"}``: the
-  actor's state fields are checkpointed (signed, typed; :mod:`plexhpc.store`) every N
+  actor's state fields are checkpointed (signed, typed; :mod:`plexhpc.storage`) every N
   handled messages and when it stops, and laid over the new instance after its init
   handler on every start: after a crash, and on the next launch of the app.
 - ``virtual_actor`` ``{idle_timeout = "10m" | ms, activation_strategy = "lazy" |
@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 import time
 
-from . import errors as E
-from .log import get_logger
+from .. import errors as E
+from ..log import get_logger
 
 __all__ = ["parse_facets", "FacetState", "FACET_TYPES"]
 
@@ -213,7 +213,7 @@ def on_started(node, cell, fs: FacetState, first: bool) -> None:
     if fs.metrics is not None:
         fs.metrics["activations"] += 1
     if fs.timers and first:
-        from .durable import now_ms
+        from ..storage.durable import now_ms
         now = now_ms()
         for timer_id, due, op, rec in node.local_state.timers.pending(fs.key):
             ctx = tuple(rec["ctx"]) if rec.get("ctx") else cell.home_ctx
@@ -223,7 +223,7 @@ def on_started(node, cell, fs: FacetState, first: bool) -> None:
 
 
 def idle_check(node, cell, fs: FacetState) -> None:
-    from .cell import STOPPED
+    from ..runtime.cell import STOPPED
     if cell.status == STOPPED or fs.dormant or cell.inst is None:
         return
     idle = time.monotonic() - fs.last_msg
@@ -237,7 +237,7 @@ def idle_check(node, cell, fs: FacetState) -> None:
 
 def deactivate(node, cell, fs: FacetState) -> None:
     """Drop the instance of an idle virtual actor, keeping its state."""
-    from .cell import STARTING
+    from ..runtime.cell import STARTING
     if fs.durable:
         checkpoint(node, cell, fs)
     else:

@@ -8,7 +8,7 @@ context (:class:`~plexhpc.context.RequestContext`) or None: the target's own con
 
 from __future__ import annotations
 
-from . import errors as E
+from .. import errors as E
 
 __all__ = ["ActorCell", "rank_of", "ASK", "SEND", "REPLY", "ERROR", "SYS", "INIT", "TERM",
            "STARTING", "RUNNING", "STOPPING", "STOPPED"]

@@ -105,7 +105,7 @@ def _parse_id(msg_id):
 
 
 class ChannelStore:
-    """Channels on a connection from :func:`plexhpc.store.open_db`.
+    """Channels on a connection from :func:`plexhpc.storage.open_db`.
 
     ``now_ms`` is the clock leases are measured against (wall-clock milliseconds by
     default, so leases mean the same after a restart; tests inject their own).

@@ -1,6 +1,6 @@
 """The deployment's state-signing key: 32 random bytes in a private file.
 
-Checkpoints and workflow steps are signed with it (:func:`plexhpc.store.codec.seal`), so
+Checkpoints and workflow steps are signed with it (:func:`plexhpc.storage.codec.seal`), so
 a state file that was modified, or copied from another deployment, is refused at load.
 That only holds while the key is kept apart from the state: a key inside the state
 directory would be copied (or replaced) together with the state it signs, so it is

@@ -2,7 +2,7 @@
 
 A pattern is a tuple of the same length whose fields are either None (matches anything)
 or a value the field must equal (:func:`match`). Tuples live in memory, grouped by
-scope (a tuple of str, see :mod:`plexhpc.store.scope`) and then by length; with a SQLite
+scope (a tuple of str, see :mod:`plexhpc.storage.scope`) and then by length; with a SQLite
 connection they are also persisted (writes and takes) and reloaded in write order when
 the space is built again.
 
@@ -87,7 +87,7 @@ class _Waiter:
 
 class TupleSpace:
     """Scoped tuples in memory, optionally persisted to ``conn``
-    (from :func:`plexhpc.store.open_db`)."""
+    (from :func:`plexhpc.storage.open_db`)."""
 
     def __init__(self, conn: sqlite3.Connection | None = None):
         self._conn = conn

@@ -1,13 +1,13 @@
 """Local storage building blocks for a node: no MPI, no actors, only SQLite and memory.
 
-* :mod:`~plexhpc.store.codec` — plain-data encoding (never pickle) and signed envelopes
-* :mod:`~plexhpc.store.keys` — the signing key, kept outside the state directory
-* :mod:`~plexhpc.store.db` — opening the node's SQLite file (WAL) with every table
-* :mod:`~plexhpc.store.kv` — scoped key-value entries with TTL, CAS and counters
-* :mod:`~plexhpc.store.tuplespace` — Linda-style tuples with blocking waiters
-* :mod:`~plexhpc.store.channels` — durable at-least-once queues with leases
-* :mod:`~plexhpc.store.checkpoints` — signed actor checkpoints and workflow steps
-* :mod:`~plexhpc.store.timers` — durable timers
+* :mod:`~plexhpc.storage.codec` — plain-data encoding (never pickle) and signed envelopes
+* :mod:`~plexhpc.storage.keys` — the signing key, kept outside the state directory
+* :mod:`~plexhpc.storage.db` — opening the node's SQLite file (WAL) with every table
+* :mod:`~plexhpc.storage.kv` — scoped key-value entries with TTL, CAS and counters
+* :mod:`~plexhpc.storage.tuplespace` — Linda-style tuples with blocking waiters
+* :mod:`~plexhpc.storage.channels` — durable at-least-once queues with leases
+* :mod:`~plexhpc.storage.checkpoints` — signed actor checkpoints and workflow steps
+* :mod:`~plexhpc.storage.timers` — durable timers
 
 A typical node::
 

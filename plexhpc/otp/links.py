@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from greenlet import getcurrent
 
-from . import errors as E
-from .cell import SEND, STOPPED, SYS, rank_of
-from .context import DEFAULT_CTX
+from .. import errors as E
+from ..runtime.cell import SEND, STOPPED, SYS, rank_of
+from ..context import DEFAULT_CTX
 
 __all__ = ["LinksMixin", "same_tenant"]
 
 
 class LinksMixin:
-    """Monitor and link methods of :class:`~plexhpc.node.Node`."""
+    """Monitor and link methods of :class:`~plexhpc.runtime.node.Node`."""
 
     def monitor(self, cell, target: str) -> str:
         """Watch ``target``: exactly one ``__DOWN__`` cast reaches ``cell`` when it stops

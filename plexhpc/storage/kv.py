@@ -2,10 +2,10 @@
 counters.
 
 Every entry lives under a scope (a tuple of str such as ``(tenant, namespace, owner)``,
-see :mod:`plexhpc.store.scope`) and a key (a non-empty str). Scopes are compared whole
+see :mod:`plexhpc.storage.scope`) and a key (a non-empty str). Scopes are compared whole
 and key prefixes are matched with a byte range, never ``LIKE``, so no key or prefix
 (``%``, ``_``, ``:``, NUL, ...) reaches another scope. Values are plain data, encoded
-with :func:`plexhpc.store.codec.encode`.
+with :func:`plexhpc.storage.codec.encode`.
 
 An entry written with a TTL reads as absent once it expires; expired rows are deleted
 lazily, when a read or a listing meets them. Each method is one transaction.
@@ -50,7 +50,7 @@ def _int_arg(value, what: str, *, minimum: int) -> int:
 
 
 class KVStore:
-    """Scoped key-value entries on a connection from :func:`plexhpc.store.open_db`.
+    """Scoped key-value entries on a connection from :func:`plexhpc.storage.open_db`.
 
     ``now_ms`` is the clock TTLs are measured against (wall-clock milliseconds by
     default; tests inject their own)."""

@@ -12,7 +12,7 @@ from array import array
 
 from mpi4py import MPI
 
-from .errors import StartError
+from ..errors import StartError
 
 __all__ = ["launched_by_mpi", "allreduce_timed"]
 

@@ -1,8 +1,8 @@
 """Signed actor checkpoints and durable workflow steps in SQLite.
 
 A checkpoint is an actor's state (a dict of plain data) plus the caller's sequence
-number, encoded with :func:`~plexhpc.store.codec.encode` (never pickled) and sealed with
-the deployment key (:func:`~plexhpc.store.codec.seal`). The sealed payload also names the
+number, encoded with :func:`~plexhpc.storage.codec.encode` (never pickled) and sealed with
+the deployment key (:func:`~plexhpc.storage.codec.seal`). The sealed payload also names the
 actor (and a workflow step its workflow, run and step number), so a valid blob moved
 under another name is refused too. Each save gets the next version number for its actor;
 only the newest ``retention`` versions are kept: once an actor has that many, a save
@@ -54,8 +54,8 @@ def _int(value, what: str) -> int:
 
 class CheckpointStore:
     """Checkpoints and workflow steps on a connection from
-    :func:`plexhpc.store.open_db`, signed with ``key``
-    (from :func:`plexhpc.store.load_or_create_key`)."""
+    :func:`plexhpc.storage.open_db`, signed with ``key``
+    (from :func:`plexhpc.storage.load_or_create_key`)."""
 
     def __init__(self, conn: sqlite3.Connection, key: bytes, *, retention: int = 2):
         check_key(key)

@@ -21,8 +21,8 @@ import uuid
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
-from . import errors as E
-from .log import get_logger
+from .. import errors as E
+from ..log import get_logger
 
 __all__ = ["start_run", "status", "step", "resume_pending", "kill_run"]
 
@@ -92,7 +92,7 @@ def _active_key(cell) -> str:
 
 
 def _here():
-    from .host import _here as here
+    from ..actors.host import _here as here
     return here()
 
 

@@ -437,10 +437,10 @@ def _check_decoded(value) -> None:
 def check_key(key) -> None:
     if not isinstance(key, bytes):
         raise TypeError(f"signing key must be bytes, got {type(key).__name__}; "
-                        f"use plexhpc.store.load_or_create_key()")
+                        f"use plexhpc.storage.load_or_create_key()")
     if len(key) < _MIN_KEY_LEN:
         raise InvalidMessage(f"signing key is {len(key)} bytes, at least {_MIN_KEY_LEN} "
-                             f"are needed; use plexhpc.store.load_or_create_key()")
+                             f"are needed; use plexhpc.storage.load_or_create_key()")
 
 
 def _kind_bytes(kind) -> bytes:

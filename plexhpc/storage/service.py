@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 import time
 
-from . import errors as E
-from .log import get_logger
+from .. import errors as E
+from ..log import get_logger
 
 __all__ = ["StateService", "KV_OPS", "TS_OPS", "CHANNEL_OPS"]
 
@@ -49,10 +49,10 @@ class StateService:
     def _open(self) -> None:
         if self._conn is not None:
             return
-        from .store.channels import ChannelStore
-        from .store.db import open_db
-        from .store.kv import KVStore
-        from .store.tuplespace import TupleSpace
+        from .channels import ChannelStore
+        from .db import open_db
+        from .kv import KVStore
+        from .tuplespace import TupleSpace
         path = os.path.join(self.config.dir, "shared.sqlite")
         try:
             self._conn = open_db(path)

@@ -1,6 +1,6 @@
 """The pool calls, one implementation for ``host.*`` (inside handlers) and ``node.*``
 (drivers): a mixin over the caller's own ``ask`` and ``spawn``. Kept apart from
-:mod:`plexhpc.pool` (the manager actor) so that ``host`` can use it without an import
+:mod:`plexhpc.otp.pool` (the manager actor) so that ``host`` can use it without an import
 cycle."""
 
 from __future__ import annotations
