@@ -8,7 +8,7 @@ import pytest
 from conftest import run
 from plexhpc.apps.inference import MLP, checksum, make_request_input
 
-pytestmark = [pytest.mark.mpi, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.mpiexec, pytest.mark.timeout(240)]
 
 
 def test_bench_shards_cli_writes_json_markdown_and_png(tmp_path):

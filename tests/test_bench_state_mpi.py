@@ -7,7 +7,7 @@ import pytest
 
 from conftest import run
 
-pytestmark = [pytest.mark.mpi, pytest.mark.timeout(200)]
+pytestmark = [pytest.mark.mpiexec, pytest.mark.timeout(200)]
 
 KEYS = ("kv_put_per_s", "kv_get_per_s", "ts_write_take_per_s",
         "ts_write_take_per_s_other_rank", "channel_send_ack_per_s",

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import SCENARIOS, mpirun
 
-pytestmark = [pytest.mark.mpi, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.mpiexec, pytest.mark.timeout(300)]
 
 
 @pytest.mark.parametrize("ranks", [1, 2, 4])

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import SCENARIOS, STATE_TMP, mpirun
 
-pytestmark = [pytest.mark.mpi, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.mpiexec, pytest.mark.timeout(150)]
 
 
 @pytest.fixture(scope="module")

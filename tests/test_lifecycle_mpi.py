@@ -15,7 +15,7 @@ import pytest
 
 from conftest import SCENARIOS, mpirun, plexhpc_cli, run
 
-pytestmark = [pytest.mark.mpi, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.mpiexec, pytest.mark.timeout(180)]
 
 
 def leftovers(marker: str) -> list:

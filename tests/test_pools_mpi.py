@@ -4,7 +4,7 @@ import pytest
 
 from conftest import scenario_result
 
-pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.mpiexec, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 
 from plexhpc.shards import hash_shard
 
-pytestmark = [pytest.mark.mpi, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.mpiexec, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module", params=[2, 4], ids=["2ranks", "4ranks"])

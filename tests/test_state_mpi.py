@@ -6,7 +6,7 @@ import pytest
 
 from conftest import SCENARIOS, mpirun, scenario_result
 
-pytestmark = [pytest.mark.mpi, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.mpiexec, pytest.mark.timeout(150)]
 
 
 @pytest.fixture(scope="module", params=[(2, 0), (1, 0), (2, 1)],

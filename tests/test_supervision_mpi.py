@@ -6,7 +6,7 @@ import pytest
 
 from conftest import SCENARIOS, mpirun
 
-pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.mpiexec, pytest.mark.timeout(120)]
 
 ALL = ("a", "p1", "p2", "p3", "t1", "t2", "temp", "trans", "perm")
 
