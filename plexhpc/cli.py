@@ -8,9 +8,65 @@ Exit status: 0 success, 1 the job failed, 2 bad usage or an invalid app config.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import os
 import sys
+from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["main", "BENCHMARKS_ENV", "benchmarks_dir", "import_benchmarks",
+           "BenchmarksMissing"]
+
+#: Overrides where ``plexhpc bench`` looks for the benchmark suites (a folder named
+#: ``benchmarks``); ranks launched by ``plexhpc bench -n N`` inherit it.
+BENCHMARKS_ENV = "PLEXHPC_BENCHMARKS_DIR"
+
+_PLOT_HINT = "pip install 'plexhpc[plot]'"
+
+
+class BenchmarksMissing(RuntimeError):
+    """The benchmark suites are not there (an installed wheel has none)."""
+
+
+def benchmarks_dir() -> Path:
+    """Where the benchmark suites live: ``$PLEXHPC_BENCHMARKS_DIR`` when set, else the
+    top-level ``benchmarks/`` folder next to the ``plexhpc`` package directory, which a
+    source checkout has and an installed wheel does not."""
+    override = os.environ.get(BENCHMARKS_ENV)
+    if override:
+        return Path(override).expanduser().resolve()
+    return Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _missing_message(directory: Path) -> str:
+    return (f"plexhpc bench: the benchmark suites are not here (looked for a "
+            f"'benchmarks' package at {directory})\n"
+            "The benchmarks ship with the source checkout, not with the installed "
+            "package. To run them:\n"
+            "  git clone <the plexhpc repository> plexhpc && cd plexhpc\n"
+            "  pip install -e '.[test]'\n"
+            "  plexhpc bench NAME ...        # from the checkout, e.g. plexhpc bench "
+            "collectives -n 2\n"
+            f"({BENCHMARKS_ENV} can point at a checkout's benchmarks/ folder instead.)")
+
+
+def import_benchmarks(directory: Path | None = None):
+    """Import the ``benchmarks`` package from ``directory`` (default
+    :func:`benchmarks_dir`), putting its parent first on ``sys.path``; raises
+    :class:`BenchmarksMissing` with instructions when it is not there."""
+    directory = Path(directory) if directory is not None else benchmarks_dir()
+    if directory.name != "benchmarks" or not (directory / "__init__.py").is_file():
+        raise BenchmarksMissing(_missing_message(directory))
+    parent = str(directory.parent)
+    if parent not in sys.path:
+        sys.path.insert(0, parent)
+    mod = importlib.import_module("benchmarks")
+    where = Path(getattr(mod, "__file__", None) or ".").resolve().parent
+    if where != directory.resolve():
+        raise BenchmarksMissing(f"plexhpc bench: the module 'benchmarks' was imported "
+                                f"from {where}, not from {directory} (another package "
+                                f"of that name shadows the checkout's)")
+    return mod
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                      "one JSON line")
     run.add_argument("--log-level", default=None, help="debug, info, warning (default), error")
 
-    bench = sub.add_parser("bench", help="benchmarks that print JSON and Markdown reports")
+    bench = sub.add_parser("bench", help="benchmarks that print JSON and Markdown reports "
+                           "(from a source checkout: they live in its benchmarks/ folder)")
     bench.add_argument("suite", choices=["actors", "collectives", "shards", "state"],
                        help="which benchmark")
     bench.add_argument("-n", "--ranks", type=int, default=None,
@@ -37,7 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="few iterations (a smoke run; "
                        "the numbers mean little)")
     bench.add_argument("--report", default=None, metavar="DIR",
-                       help="also write JSON and Markdown reports into DIR")
+                       help="also write JSON and Markdown reports into DIR (shards: "
+                       "also a shards.png chart, which needs matplotlib, "
+                       f"{_PLOT_HINT}; without it the chart is skipped with a "
+                       "warning)")
     shards = bench.add_argument_group("shards")
     shards.add_argument("--shards", default="2,4,8,16,32", help="shard counts to measure")
     shards.add_argument("--requests", type=int, default=256,
@@ -74,8 +134,6 @@ def main(argv: list | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
-    import os
-
     import mpi4py
 
     from .runtime.mpiutil import launched_by_mpi
@@ -98,13 +156,24 @@ def main(argv: list | None = None) -> int:
         return run_app(args.app, json_lines=args.json)
 
     if args.command == "bench":
-        if not launched_by_mpi():
-            mpi4py.rc.initialize = False
+        parent = not launched_by_mpi()
+        if parent:
+            mpi4py.rc.initialize = False  # the parent only launches; it is not a rank
+        try:
+            suites = import_benchmarks()  # fail here, before launching any rank
+        except BenchmarksMissing as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        if parent:
+            if (args.suite == "shards" and args.report and args.mode == "scaling"
+                    and importlib.util.find_spec("matplotlib") is None):
+                print(f"plexhpc bench: warning: matplotlib is not installed, so the "
+                      f"report will have no shards.png chart ({_PLOT_HINT})",
+                      file=sys.stderr)
             from .runtime.launcher import relaunch
             n = args.ranks if args.ranks is not None else 2
             return relaunch(n, ["-m", "plexhpc", "bench", args.suite, *_forward_args(args)])
-        from .bench import run_suite
-        return run_suite(args.suite, args)
+        return suites.run_suite(args.suite, args)
     return 2
 
 

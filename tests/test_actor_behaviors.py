@@ -131,12 +131,13 @@ def test_facets_parse_durations_and_refuse_bad_config():
 
 
 def test_nested_supervisors_from_config():
+    actor_cls = "plexhpc.apps.inference.actors:InferenceWorker"  # any importable actor
     cfg = load_config({"supervisor": {"strategy": "one_for_all", "children": [
-        {"name": "a", "class": "plexhpc.bench.state:PlainBump"},
+        {"name": "a", "class": actor_cls},
         {"name": "inner", "type": "supervisor", "strategy": "rest_for_one",
          "restart_backoff_ms": 50, "children": [
-             {"name": "b", "class": "plexhpc.bench.state:PlainBump", "restart": "transient"},
-             {"name": "c", "class": "plexhpc.bench.state:PlainBump"}]}]}}, world_size=2)
+             {"name": "b", "class": actor_cls, "restart": "transient"},
+             {"name": "c", "class": actor_cls}]}]}}, world_size=2)
     assert [c.name for c in cfg.children] == ["a", "b", "c"]
     assert [c.supervisor for c in cfg.children] == ["root", "inner", "inner"]
     inner = cfg.tree.children[1]
@@ -144,6 +145,6 @@ def test_nested_supervisors_from_config():
     assert inner.backoff_ms == 50 and [c.name for c in inner.leaves()] == ["b", "c"]
     with pytest.raises(ConfigError, match="duplicate child name"):
         load_config({"supervisor": {"children": [
-            {"name": "a", "class": "plexhpc.bench.state:PlainBump"},
+            {"name": "a", "class": actor_cls},
             {"name": "x", "type": "supervisor", "children": [
-                {"name": "a", "class": "plexhpc.bench.state:PlainBump"}]}]}}, world_size=1)
+                {"name": "a", "class": actor_cls}]}]}}, world_size=1)

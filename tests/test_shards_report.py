@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 
-from plexhpc.bench.shards_report import (ROW_KEYS, finish_rows, make_row, markdown,
-                                         write_reports)
+from plexhpc.cli import import_benchmarks
+
+import_benchmarks()  # the checkout's benchmarks/ folder, importable as ``benchmarks``
+
+from benchmarks.shards_report import (PLOT_HINT, ROW_KEYS, finish_rows,  # noqa: E402
+                                      make_row, markdown, write_reports)
 
 LAT_1 = [10.0, 12.0, 11.0, 30.0, 9.0]      # 5 successful requests, 1 shard
 COMP_1 = [8.0, 9.0, 8.5, 20.0, 7.5]
@@ -248,3 +253,16 @@ def test_write_reports_single_row_and_unfinished(tmp_path):
     assert paths["png"] == str(tmp_path / "shards.png")
     with pytest.raises(ValueError, match="at least one row"):
         write_reports([], tmp_path, title="none", command="c")
+
+
+def test_write_reports_without_matplotlib_skips_the_chart(tmp_path, monkeypatch, capsys):
+    # matplotlib is the optional [plot] extra: without it the report is still written
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    paths = write_reports([row1()], tmp_path, title="one", command="c")
+    assert paths["png"] is None
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["shards.json", "shards.md"]
+    err = capsys.readouterr().err
+    assert "warning" in err and "matplotlib" in err and PLOT_HINT in err
+    assert PLOT_HINT == "pip install 'plexhpc[plot]'"

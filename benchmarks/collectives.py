@@ -18,9 +18,9 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-from .. import collectives as C
-from ..runtime.allocator import allocator_tuned
-from ..collectives import kernels
+from plexhpc import collectives as C
+from plexhpc.runtime.allocator import allocator_tuned
+from plexhpc.collectives import kernels
 from .report import percentile, write_report
 
 SIZES = [8, 8 * 1024, 1 << 20, 8 << 20]

@@ -19,7 +19,7 @@ import time
 
 from mpi4py import MPI
 
-from .. import actor, handler, host, start, state
+from plexhpc import actor, handler, host, start, state
 from .report import check_targets, emit
 
 _PAYLOAD = {"task": "x" * 64, "n": 0}
@@ -100,8 +100,8 @@ class DurableBump10(_Bump):
 def _sqlite_insert_per_s(n: int) -> float:
     """Raw sqlite3: one committed single-row insert per message, same settings and row
     size as the channel's."""
-    from ..storage.codec import encode
-    from ..storage.db import open_db
+    from plexhpc.storage.codec import encode
+    from plexhpc.storage.db import open_db
     with tempfile.TemporaryDirectory(prefix="plexhpc-bench-") as d:
         conn = open_db(os.path.join(d, "raw.sqlite"))
         conn.execute("CREATE TABLE raw (id INTEGER PRIMARY KEY, body BLOB)")

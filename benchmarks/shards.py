@@ -5,7 +5,7 @@
 ``InferenceWorker`` shards is created over the ranks and driven with scatter_gather
 rounds of real forward passes (256 KiB per request by default). Rows use the
 reference's keys plus ``ranks`` and ``core_efficiency_pct``; see
-:mod:`plexhpc.bench.shards_report` for every formula.
+:mod:`benchmarks.shards_report` for every formula.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 
 from mpi4py import MPI
 
-from .. import start
+from plexhpc import start
 from .shards_report import finish_rows, make_row, markdown, write_reports
 
 __all__ = ["main"]

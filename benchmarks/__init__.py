@@ -1,4 +1,10 @@
-"""Benchmarks run by ``plexhpc bench SUITE``; each prints one JSON object."""
+"""Benchmarks run by ``plexhpc bench SUITE``; each prints one JSON object.
+
+This folder ships with the source checkout, not with the installed package: ``plexhpc
+bench`` finds it next to the ``plexhpc`` package directory (see
+:func:`plexhpc.cli.import_benchmarks`). ``micro/`` holds the single-process
+micro-benchmarks (pytest-benchmark); see ``README.md`` here.
+"""
 
 from __future__ import annotations
 

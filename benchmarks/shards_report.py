@@ -5,7 +5,9 @@ and collects, for each count, the per-request latencies and compute times, the w
 of the run and its errors. This module turns one such set of raw measurements into one
 row (:func:`make_row`), finishes a list of rows by computing the efficiencies relative to
 the first row (:func:`finish_rows`), and writes ``shards.json``, ``shards.md`` and a plot
-``shards.png`` (:func:`write_reports`).
+``shards.png`` (:func:`write_reports`). The plot needs matplotlib, an optional extra
+(``pip install 'plexhpc[plot]'``); without it the JSON and Markdown reports are still
+written and the plot is skipped with a warning on stderr.
 
 Why: the functions are pure (apart from :func:`write_reports`, which only writes files)
 so that every number in a report can be checked in a unit test, without MPI, and so
@@ -45,11 +47,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from numbers import Integral, Real
 
 from .report import percentile
 
-__all__ = ["ROW_KEYS", "make_row", "finish_rows", "markdown", "write_reports"]
+__all__ = ["ROW_KEYS", "make_row", "finish_rows", "markdown", "write_reports",
+           "PLOT_HINT"]
+
+#: how to get the optional plotting dependency
+PLOT_HINT = "pip install 'plexhpc[plot]'"
 
 ROW_KEYS = (
     "shards",
@@ -237,10 +244,20 @@ def markdown(rows, *, title: str, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(rows, path: str, title: str) -> None:
-    import matplotlib
+def _pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend, imported only when a chart
+    is drawn; ImportError naming the extra to install when matplotlib is missing."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ImportError(f"the shards.png chart needs matplotlib, which is not "
+                          f"installed: {PLOT_HINT}") from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
+
+
+def _plot(plt, rows, path: str, title: str) -> None:
     from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
     def series(key):
@@ -281,7 +298,11 @@ def _plot(rows, path: str, title: str) -> None:
 
 def write_reports(rows, directory, *, title: str, command: str, meta=None) -> dict:
     """Write ``shards.json``, ``shards.md`` and ``shards.png`` into ``directory``
-    (created if missing); returns ``{"json": path, "markdown": path, "png": path}``."""
+    (created if missing); returns ``{"json": path, "markdown": path, "png": path}``.
+
+    Without matplotlib the chart is skipped (``"png"`` is then None) with a warning on
+    stderr naming ``pip install 'plexhpc[plot]'``: the measurements behind a report can
+    take minutes, and the JSON and Markdown files hold every number."""
     rows = list(rows)
     if not rows:
         raise ValueError("write_reports needs at least one row, got none")
@@ -296,5 +317,12 @@ def write_reports(rows, directory, *, title: str, command: str, meta=None) -> di
         fh.write("\n")
     with open(paths["markdown"], "w") as fh:
         fh.write(markdown(rows, title=title, command=command))
-    _plot(rows, paths["png"], title)
+    try:
+        plt = _pyplot()
+    except ImportError as exc:
+        print(f"plexhpc bench shards: warning: {exc}; wrote {paths['json']} and "
+              f"{paths['markdown']} without the chart", file=sys.stderr, flush=True)
+        paths["png"] = None
+    else:
+        _plot(plt, rows, paths["png"], title)
     return paths

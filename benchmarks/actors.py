@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from mpi4py import MPI
 
-from .. import actor, handler, host, start, state
+from plexhpc import actor, handler, host, start, state
 from .report import check_targets, emit, percentile
 
 #: (key, comparison, target) with one core per rank; the 4-on-2-cores run has its own
