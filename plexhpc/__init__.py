@@ -14,9 +14,9 @@ point-to-point; see ``docs/ARCHITECTURE.md``. The public API::
             self.count += n
             return {"count": self.count}
 
-    with plexhpc.start("app.toml") as node:      # under mpiexec, on every rank
-        if node.is_driver:
-            print(node.ask("counter", "add", {"n": 2}))
+    with plexhpc.start("app.toml") as job:       # under mpiexec, on every rank
+        if job.is_driver:
+            print(job.ask("counter", "add", {"n": 2}))
 """
 
 from .actors.spec import (actor, event_actor, fsm_actor, gen_server_actor, handler, init_handler,
@@ -29,8 +29,8 @@ from .errors import (ActorNotFound, AskTimeout, CapabilityDenied, CheckpointReje
                      PlexError, Rejected, RemoteError, RemoteTimeout, StartError, StateError,
                      StateTimeout, UnknownLease)
 from .actors.host import host
+from .actors.driver import Driver
 from .runtime.job import Job, run_app, start
-from .runtime.node import Node
 
 __version__ = "0.1.0"
 
@@ -39,7 +39,7 @@ __all__ = [
     "event_actor", "fsm_actor", "workflow_actor", "run_handler", "signal_handler",
     "query_handler", "RequestContext", "DEFAULT_CONTEXT",
     "CapabilityDenied", "StateError", "StateTimeout", "UnknownLease", "CheckpointRejected",
-    "host", "start", "run_app", "Job", "Node", "AppConfig", "load_config",
+    "host", "start", "run_app", "Job", "Driver", "AppConfig", "load_config",
     "PlexError", "ConfigError", "InvalidMessage", "ActorNotFound", "AskTimeout",
     "RemoteError", "RemoteTimeout", "NodeClosed", "JobFailed", "Rejected", "HostUsageError", "StartError",
     "__version__",

@@ -19,6 +19,8 @@ working (an ask timeout is a ``TimeoutError``, a bad config a ``ValueError``)::
     ├── HostUsageError        (RuntimeError)     ``host`` used outside an actor's handler
     ├── ShardGroupError       (ValueError)       a bad shard-group spec or an unknown group
     ├── ScatterGatherIncomplete (TimeoutError)   fewer shards answered than min_responses
+    ├── ShardFailure          (RuntimeError)     a group reduction's shards raised or stopped
+    ├── ShardTimeout          (TimeoutError)     not every rank joined a group reduction
     ├── CollectiveError       (RuntimeError)     a collective could not complete
     │   ├── CollectiveMismatch (ValueError)      ranks passed different shapes/dtypes/trees
     │   ├── CollectiveTimeout  (TimeoutError)    not every rank arrived in time
@@ -33,9 +35,10 @@ working (an ask timeout is a ``TimeoutError``, a bad config a ``ValueError``)::
         └── UnknownLease       (LookupError)     ack/nack of a message not leased (or
                                                  whose lease expired)
 
-Errors that cross ranks travel as plain data (:func:`to_wire` / :func:`from_wire`) and
-are rebuilt here, so the caller always gets one of these classes, never an unpickled
-foreign exception.
+Errors that cross ranks travel as data (:func:`to_wire` / :func:`from_wire`) and are
+rebuilt here as the class they were raised as, with ``rank``, ``actor``, ``op`` and
+``remote_traceback`` saying where; a foreign exception arrives as RemoteError naming its
+type. The caller never gets an unpickled foreign exception.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ __all__ = [
     "HostUsageError",
     "ShardGroupError",
     "ScatterGatherIncomplete",
+    "ShardFailure",
+    "ShardTimeout",
     "CollectiveError",
     "CollectiveMismatch",
     "CollectiveTimeout",
@@ -67,8 +72,27 @@ __all__ = [
 ]
 
 
+#: every PlexError class by name, for :func:`from_wire` (filled as classes are defined)
+REGISTRY: dict = {}
+
+
 class PlexError(Exception):
-    """Base class of every error plexhpc raises on purpose."""
+    """Base class of every error plexhpc raises on purpose.
+
+    ``rank``, ``actor`` and ``op`` say where it was raised when it crossed ranks (None
+    otherwise), ``remote_traceback`` the traceback there."""
+
+    rank: int | None = None
+    actor: str | None = None
+    op: str | None = None
+    remote_traceback: str | None = None
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        REGISTRY[cls.__name__] = cls
+
+
+REGISTRY["PlexError"] = PlexError
 
 
 class ConfigError(PlexError, ValueError):
@@ -182,6 +206,18 @@ class ScatterGatherIncomplete(PlexError, TimeoutError):
         super().__init__(message)
 
 
+class ShardFailure(PlexError, RuntimeError):
+    """A group reduction could not use every shard: some raised, stopped or did not
+    answer its ``map_function`` in time. The message names them, rank by rank; nothing
+    was reduced."""
+
+
+class ShardTimeout(PlexError, TimeoutError):
+    """Not every rank took part in a group reduction within its ``timeout_ms`` (a rank is
+    stuck or gone). Group reductions stay disabled until the job restarts, since the
+    ranks no longer agree on which reduction comes next."""
+
+
 class CollectiveError(PlexError, RuntimeError):
     """A collective could not complete. Raised on every rank that took part."""
 
@@ -235,42 +271,76 @@ class UnknownLease(StateError, LookupError):
 
 
 # --- errors on the wire -------------------------------------------------------------
+#
+# One format for every reply path (ask, driver call, shard call, group reduction, state
+# call): the class travels by name and is rebuilt from this module's registry, so an
+# error raised on another rank arrives as the class it was raised as, with the rank,
+# actor and op where it happened and the remote traceback. A foreign exception (a
+# handler's KeyError) arrives as RemoteError (RemoteTimeout for a timeout) naming its
+# type. Only plain data crosses: nothing is unpickled into an arbitrary class.
 
-#: wire codes for error replies
-NOT_FOUND = "not_found"
-INVALID = "invalid"
-REMOTE = "remote"
-CLOSED = "closed"
-TIMEOUT = "timeout"
-STATE = "state"
+
+#: attributes every error carries after crossing ranks (None when not known)
+_WHERE = ("rank", "actor", "op", "remote_traceback")
+
+_TIMEOUT_TYPES = frozenset({"TimeoutError", "socket.timeout"})
 
 
-def to_wire(code: str, message: str, *, remote_type: str = "", rank: int | None = None,
-            actor: str | None = None, op: str | None = None, tb: str = "") -> tuple:
-    """Encode an error reply as plain data (safe to send, never executes anything)."""
-    return (code, message, remote_type, rank, actor, op, tb)
+def to_wire(exc: BaseException, *, rank: int | None = None, actor: str | None = None,
+            op: str | None = None, tb: str | None = None) -> tuple:
+    """Encode ``exc`` as plain data: ``(class name, message, fields, rank, actor, op,
+    traceback)``. ``rank``/``actor``/``op``/``tb`` say where it happened; values already
+    on the error (it crossed a rank before) win, so the origin is kept."""
+    if isinstance(exc, PlexError):
+        name = type(exc).__name__
+        if REGISTRY.get(name) is not type(exc):
+            name = next(c.__name__ for c in type(exc).__mro__ if REGISTRY.get(c.__name__) is c)
+        fields = {k: v for k, v in vars(exc).items()
+                  if k not in _WHERE and not k.startswith("_") and _plain(v)}
+        message = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) \
+            else str(exc)
+    else:
+        name = "RemoteTimeout" if isinstance(exc, TimeoutError) else "RemoteError"
+        message = f"{type(exc).__name__}: {exc}"
+        fields = {"remote_type": type(exc).__name__, "remote_message": str(exc)}
+    where = [getattr(exc, "rank", None), getattr(exc, "actor", None),
+             getattr(exc, "op", None), getattr(exc, "remote_traceback", None)]
+    for i, v in enumerate((rank, actor, op, tb)):
+        if where[i] in (None, "") and v is not None and (i != 0 or isinstance(v, int)):
+            where[i] = v
+    return (name, message, fields, *where)
 
 
 def from_wire(wire: tuple) -> PlexError:
-    """Rebuild the exception a caller should see from an error reply."""
-    code, message, remote_type, rank, actor, op, tb = wire
-    if code == NOT_FOUND:
-        return ActorNotFound(message, actor=actor)
-    if code == INVALID:
-        return InvalidMessage(message)
-    if code == CLOSED:
-        return NodeClosed(message)
-    if code == TIMEOUT:
-        return AskTimeout(message, to=actor, op=op)
-    if code == STATE:
-        cls = _STATE_TYPES.get(remote_type, StateError)
-        return cls(message)
-    cls = RemoteTimeout if remote_type in _TIMEOUT_TYPES else RemoteError
-    err = cls(message, remote_type=remote_type, remote_message=message, rank=rank,
-              actor=actor, op=op, remote_traceback=tb)
+    """Rebuild the error a caller should see from :func:`to_wire`'s tuple. The class is
+    looked up by name in :data:`REGISTRY` (an unknown name becomes RemoteError); its
+    ``__init__`` is not called, so every class rebuilds, whatever its arguments."""
+    name, message, fields, rank, actor, op, tb = wire
+    cls = REGISTRY.get(name)
+    if cls is None:
+        cls = RemoteError
+        fields = dict(fields or {}, remote_type=name)
+    err = _blank(cls)
+    Exception.__init__(err, message)
+    for k, v in (fields or {}).items():
+        setattr(err, k, v)
+    err.rank, err.actor, err.op, err.remote_traceback = rank, actor, op, tb
     return err
 
 
-_STATE_TYPES = {c.__name__: c for c in (StateError, CheckpointRejected, StateTimeout,
-                                        UnknownLease, CapabilityDenied)}
-_TIMEOUT_TYPES = {"AskTimeout", "RemoteTimeout", "TimeoutError", "CollectiveTimeout"}
+def _blank(cls):
+    """An instance of ``cls`` without running its ``__init__`` (whose arguments differ
+    from class to class). With two builtin bases (RuntimeError and TimeoutError) only the
+    base that owns the instance layout may allocate it, so try them in MRO order."""
+    for base in cls.__mro__:
+        try:
+            return base.__new__(cls)
+        except TypeError:
+            continue
+    raise TypeError(f"cannot rebuild {cls.__name__}")  # pragma: no cover
+
+
+def _plain(v) -> bool:
+    """Data, not behaviour: an error field that may travel (a reply's partial results
+    do; an exception object or a callable does not)."""
+    return not isinstance(v, BaseException) and not callable(v)

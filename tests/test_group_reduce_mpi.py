@@ -41,7 +41,7 @@ def test_from_inside_an_actor_and_in_a_long_sequence(result):
 
 def test_a_failing_shard_fails_the_reduction_clearly_and_the_next_one_works(result):
     _, r = result
-    assert r["failure"] == ["ScatterGatherIncomplete", True]
+    assert r["failure"] == ["ShardFailure", True]
     assert r["after_failure"] == 21
 
 

@@ -26,7 +26,7 @@ def test_handlers_ask_across_ranks_in_both_directions(result):
 
 def test_asking_yourself_is_refused_not_a_hang(result):
     _, r = result
-    assert r["self_ask"] == ["RemoteError", "InvalidMessage"]
+    assert r["self_ask"][0] == "InvalidMessage"  # arrives as itself
 
 
 def test_process_groups_are_seen_identically_from_every_rank(result):
@@ -104,5 +104,5 @@ def test_spawn_on_a_chosen_rank_resolve_by_name_and_stop(result):
     assert r["spawned_by_name_from_other_rank"] == 10
     assert r["driver_spawn"][0].endswith("@0") and r["driver_spawn"][1] == 8
     assert r["after_stop"] == "ActorNotFound"
-    assert r["dup_name"] == "ValueError"
+    assert r["dup_name"] == "InvalidMessage"  # (a ValueError)
     assert r["spawn_bad_init"] == ["RemoteError"]

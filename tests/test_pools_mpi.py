@@ -29,7 +29,7 @@ def test_a_waiting_checkout_gets_the_next_worker_checked_in(result):
 
 def test_an_unhealthy_worker_is_replaced_and_bad_checkins_refused(result):
     assert result["replaced"] == [True, 1, "ActorNotFound"]
-    assert result["bad_checkin"] == "InvalidMessage"  # and the pool kept its leases
+    assert result["bad_checkin"] == "Rejected"  # and the pool kept its leases
 
 
 def test_stats_and_shrink_when_idle(result):

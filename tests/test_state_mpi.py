@@ -129,7 +129,7 @@ def test_monitors_and_links(r):
     assert r["down_on_stop"] == ["normal"]
     assert r["exits_after_stop"] == 1                 # a normal stop sends no __EXIT__
     assert r["monitor_noproc"] == ["noproc"]
-    assert r["link_self"] == ["RemoteError", True]
+    assert r["link_self"] == ["InvalidMessage", True]
     assert r["linked_crash"] and "LinkedExit" in r["linked_crash"][0]
     assert r["exits_after_unlinked_crash"] == 0
     assert r["monitor_unknown_name"] == ["noproc"]
@@ -156,7 +156,7 @@ def test_gen_fsm_rejects_illegal_transitions_with_the_state(r):
 
 def test_workflow_query_during_run_and_resume_after_crash(r):
     assert r["wf_query_during_run"] == {"status": "running", "progress": 1}
-    assert r["wf_second_run"] == "InvalidMessage"
+    assert r["wf_second_run"] == "Rejected"  # an InvalidMessage
     # the run acted for the tenant that started it, though another tenant queried it
     assert r["wf_result"] == {"status": "completed", "done": [1, 1], "tenant": "default",
                               "notes": []}
@@ -172,7 +172,7 @@ def test_workflow_signals_are_replayed_and_an_interrupted_caller_is_told(r):
     st = r["wf_signal_replayed"]
     assert st["status"] == "completed"
     assert st["result"]["notes"] == ["hello"]  # the signal survived the crash
-    assert r["wf_run_id_reused"] == "InvalidMessage"  # refused; the actor lives on
+    assert r["wf_run_id_reused"] == "Rejected"  # refused; the actor lives on
     assert r["wf_alive_after_reuse"] == "idle"
 
 

@@ -10,7 +10,7 @@
   kept: in the checkpoint file with durability, in memory without) and comes back on
   the next message.
 - ``metrics``: per-actor counts of messages and errors and handler latency, readable
-  with the built-in ``__metrics__`` op and as Prometheus text (``node.metrics_text()``).
+  with the built-in ``__metrics__`` op and as Prometheus text (``metrics_text()`` of the node or driver handle).
 - ``timer``: ``host.send_after`` timers are recorded and re-armed when the actor starts
   again, after a crash or on the next launch; a timer due while it was down fires then.
 """
@@ -22,6 +22,7 @@ import time
 
 from .. import errors as E
 from ..log import get_logger
+from ..runtime.cell import STARTING, STOPPED
 
 __all__ = ["parse_facets", "FacetState", "FACET_TYPES"]
 
@@ -223,7 +224,6 @@ def on_started(node, cell, fs: FacetState, first: bool) -> None:
 
 
 def idle_check(node, cell, fs: FacetState) -> None:
-    from ..runtime.cell import STOPPED
     if cell.status == STOPPED or fs.dormant or cell.inst is None:
         return
     idle = time.monotonic() - fs.last_msg
@@ -237,7 +237,6 @@ def idle_check(node, cell, fs: FacetState) -> None:
 
 def deactivate(node, cell, fs: FacetState) -> None:
     """Drop the instance of an idle virtual actor, keeping its state."""
-    from ..runtime.cell import STARTING
     if fs.durable:
         checkpoint(node, cell, fs)
     else:
@@ -312,5 +311,5 @@ def serve_metrics(node, port: int, addr: str):
     of prometheus_client; each scrape reads the counters, a snapshot of the cells)."""
     from prometheus_client import start_http_server
     server, _thread = start_http_server(
-        port, addr=addr, registry=prometheus_registry(lambda: list(node._cells.values())))
+        port, addr=addr, registry=prometheus_registry(node.actor_cells))
     return server

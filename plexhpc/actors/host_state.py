@@ -13,19 +13,13 @@ from greenlet import getcurrent
 
 from .. import errors as E
 from ..context import DEFAULT_CTX, require
+from ..runtime.current import here as _here
 
 __all__ = ["KVCalls", "TupleSpaceCalls", "ChannelCalls", "SHARED_OWNER", "scoped_group"]
 
 #: the KV owner of keys shared by every actor type of a tenant's namespace
 SHARED_OWNER = "*shared*"
 _SEP = "\x1f"  # cannot occur in a tenant or namespace label (they are printable)
-
-
-def _here():
-    global _here
-    from .host import _here as here  # host imports this module: bind on first use
-    _here = here
-    return here()
 
 
 def current_ctx(cell):

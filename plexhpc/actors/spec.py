@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import InvalidMessage
+from .handlers import (KIND_ALIASES as _KIND_ALIASES, CALL, CAST, MISSING as _MISSING,
+                       HandlerSpec, StateField, signature_facts, state)
+
+from ..otp import behaviors
 
 if TYPE_CHECKING:
     from ..otp.behaviors import FsmSpec, WorkflowSpec
@@ -42,91 +46,6 @@ __all__ = [
 
 #: behavior kinds an app config may name (``behavior_kind = ...``)
 BEHAVIOR_KINDS = ("GenServer", "GenEvent", "GenFSM", "Workflow")
-
-CALL = "call"
-CAST = "cast"
-_KIND_ALIASES = {"call": CALL, "ask": CALL, "request": CALL, "cast": CAST, "send": CAST}
-
-_MISSING = object()
-
-
-class StateField:
-    """A declared piece of actor state: a default value or a factory for one."""
-
-    __slots__ = ("default", "default_factory", "name")
-
-    def __init__(self, default: Any = _MISSING, default_factory: Callable[[], Any] | None = None):
-        if default is not _MISSING and default_factory is not None:
-            raise TypeError("state() takes default or default_factory, not both")
-        if default is _MISSING and default_factory is None:
-            default = None
-        if default_factory is not None and not callable(default_factory):
-            raise TypeError(f"state(default_factory=...) must be callable, got {default_factory!r}")
-        if isinstance(default, (list, dict, set)):
-            raise TypeError(
-                f"state(default={default!r}) would share one mutable object between all "
-                "instances; use state(default_factory=list) (or dict, set) instead")
-        self.default = default
-        self.default_factory = default_factory
-        self.name = ""
-
-    def initial(self) -> Any:
-        return self.default_factory() if self.default_factory is not None else self.default
-
-    def __set_name__(self, owner, name):
-        self.name = name
-
-    def __repr__(self):
-        if self.default_factory is not None:
-            return f"state(default_factory={self.default_factory!r})"
-        return f"state(default={self.default!r})"
-
-
-def state(default: Any = _MISSING, *, default_factory: Callable[[], Any] | None = None) -> Any:
-    """Declare a field of actor state, as ``messages: list = state(default_factory=list)``.
-
-    Each instance (and each restart) gets a fresh value. Mutable defaults must use
-    ``default_factory`` so instances never share them.
-    """
-    return StateField(default, default_factory)
-
-
-@dataclass
-class HandlerSpec:
-    """How one op is handled: the function, call or cast, and its argument names."""
-
-    op: str
-    func: Callable
-    kind: str
-    params: tuple = ()
-    required: tuple = ()
-    takes_all: bool = False
-    states: tuple | None = None   # GenFSM: the states this op is accepted in (None: all)
-
-    def __post_init__(self):
-        self._param_set = frozenset(self.params)
-        self._required_set = frozenset(self.required)
-
-    def bind(self, payload: dict | None) -> dict:
-        """The keyword arguments for this payload; :class:`InvalidMessage` if a required
-        one is missing. Extra keys are dropped unless the handler takes ``**kwargs``."""
-        if not payload:
-            if self.required:
-                raise InvalidMessage(
-                    f"op {self.op!r} requires payload keys {list(self.required)}; got none")
-            return {}
-        if self._required_set and not self._required_set <= payload.keys():
-            missing = [k for k in self.required if k not in payload]
-            raise InvalidMessage(
-                f"op {self.op!r} requires payload keys {missing}; got {sorted(payload)}")
-        if self.takes_all or payload.keys() <= self._param_set:
-            return payload
-        return {k: payload[k] for k in self.params if k in payload}
-
-    def invoke(self, instance: Any, payload: dict | None) -> Any:
-        """Call the handler with the payload's keys as keyword arguments."""
-        return self.func(instance, **self.bind(payload))
-
 
 @dataclass
 class ActorSpec:
@@ -159,25 +78,6 @@ class ActorSpec:
         for name, f in self.fields.items():
             if name not in d:
                 d[name] = f.initial()
-
-
-def _signature_facts(fn: Callable, op: str) -> tuple[tuple, tuple, bool]:
-    sig = inspect.signature(fn)
-    params = list(sig.parameters.values())[1:]  # drop self
-    names, required, takes_all = [], [], False
-    for p in params:
-        if p.kind is inspect.Parameter.VAR_KEYWORD:
-            takes_all = True
-        elif p.kind is inspect.Parameter.VAR_POSITIONAL:
-            continue
-        elif p.kind is inspect.Parameter.POSITIONAL_ONLY:
-            raise TypeError(f"handler for {op!r}: positional-only argument {p.name!r} "
-                            "cannot be filled from a payload")
-        else:
-            names.append(p.name)
-            if p.default is inspect.Parameter.empty:
-                required.append(p.name)
-    return tuple(names), tuple(required), takes_all
 
 
 def handler(op: str, kind: str = CALL, *, states=None) -> Callable:
@@ -241,7 +141,7 @@ def _build_spec(cls: type, kind: str, facets, capabilities=None, options=None) -
             if not callable(fn):
                 continue
             for op, k, states in getattr(fn, "__plex_ops__", ()):
-                params, required, takes_all = _signature_facts(fn, op)
+                params, required, takes_all = signature_facts(fn, op)
                 h = HandlerSpec(op, fn, k, params, required, takes_all, states)
                 if kind == "GenEvent" and k == CAST:
                     lst = event_fns.setdefault(op, [])
@@ -267,7 +167,6 @@ def _build_spec(cls: type, kind: str, facets, capabilities=None, options=None) -
                 spec.fields[name] = StateField(value) if not isinstance(
                     value, (list, dict, set)) else StateField(default_factory=_copier(value))
     if kind in ("GenEvent", "GenFSM", "Workflow"):
-        from ..otp import behaviors
         behaviors.complete_spec(spec, event_fns, options or {})
     return spec
 

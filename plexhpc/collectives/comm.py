@@ -26,10 +26,8 @@ import weakref
 import numpy as np
 from mpi4py import MPI
 
+from ..errors import CollectiveAborted, CollectiveTimeout, ConfigError
 from ..runtime.allocator import tune_allocator
-from ..errors import CollectiveAborted, CollectiveTimeout
-
-tune_allocator()
 
 __all__ = ["CollComm", "get_comm", "reset", "default_timeout", "set_default_timeout",
            "check_root"]
@@ -39,7 +37,8 @@ _POOL_MIN = 64 * 1024
 _POOL_PER_SIZE = 4
 _ABORT_BYTES = 8192
 
-_default_timeout_s = float(os.environ.get("PLEXHPC_COLLECTIVE_TIMEOUT_S", "60"))
+TIMEOUT_ENV = "PLEXHPC_COLLECTIVE_TIMEOUT_S"
+_default_timeout_s: "float | None" = None  # None: read the environment on first use
 _default: "CollComm | None" = None
 _by_handle: dict = {}
 _live: "weakref.WeakSet[CollComm]" = weakref.WeakSet()
@@ -48,15 +47,30 @@ _monotonic = time.monotonic
 
 
 def default_timeout() -> float:
-    """Seconds a collective waits for every rank (``PLEXHPC_COLLECTIVE_TIMEOUT_S``, 60)."""
+    """Seconds a collective waits for every rank: what :func:`set_default_timeout` set,
+    else ``PLEXHPC_COLLECTIVE_TIMEOUT_S`` (read on first use, not at import), else 60."""
+    global _default_timeout_s
+    if _default_timeout_s is None:
+        raw = os.environ.get(TIMEOUT_ENV, "")
+        _default_timeout_s = _check_timeout(raw, TIMEOUT_ENV) if raw else 60.0
     return _default_timeout_s
 
 
 def set_default_timeout(seconds: float) -> None:
+    """Set the default collective timeout for this process (seconds > 0)."""
     global _default_timeout_s
-    if not seconds or seconds <= 0:
-        raise ValueError(f"timeout must be > 0 seconds, got {seconds!r}")
-    _default_timeout_s = float(seconds)
+    _default_timeout_s = _check_timeout(seconds, "timeout")
+
+
+def _check_timeout(value, where: str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if isinstance(value, bool) or not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"a collective timeout is a number of seconds > 0, got {value!r}",
+                          key=where)
+    return seconds
 
 
 class CollComm:
@@ -87,7 +101,7 @@ class CollComm:
         _install_excepthook()
 
     def _wait_plain(self, req, what, timeout) -> None:
-        limit = _default_timeout_s if timeout is None else timeout
+        limit = default_timeout() if timeout is None else timeout
         deadline = _monotonic() + limit
         while not req.Test():
             if _monotonic() > deadline:
@@ -185,7 +199,7 @@ class CollComm:
         many = isinstance(req, list)
         if (MPI.Request.Testall(req) if many else req.Test()):
             return
-        limit = _default_timeout_s if timeout is None else timeout
+        limit = default_timeout() if timeout is None else timeout
         deadline = _monotonic() + limit
         spins = 0
         yield_every = 1 if self.oversubscribed else 64
@@ -271,8 +285,11 @@ def get_comm(comm=None, timeout: float | None = None) -> CollComm:
     """The :class:`CollComm` for ``comm`` (None: the library's clone of COMM_WORLD).
 
     Creating one is collective over ``comm`` (it duplicates it once for the abort
-    channel), which SPMD code does naturally on its first collective."""
+    channel), which SPMD code does naturally on its first collective. The first one also
+    tunes the allocator for large buffers (:mod:`plexhpc.runtime.allocator`), not the
+    import of this module."""
     global _default
+    tune_allocator()
     if comm is None:
         if _default is None:
             _default = CollComm(MPI.COMM_WORLD.Dup(), timeout)

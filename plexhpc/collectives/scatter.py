@@ -113,7 +113,7 @@ def scatter(values=None, root: int = 0, *, comm=None, timeout: float | None = No
         out = np.empty(tuple(shapes[cc.rank]), dt)
         if cc.rank == root:
             send = np.concatenate([a.reshape(-1) for a in data]) if data else np.empty(0, dt)
-            sspec = [send, (counts, displs), MPI._typedict[dt.char]]
+            sspec = [send, (counts, displs), MPI.Datatype.fromcode(dt.char)]
         else:
             sspec = None
         cc.wait(cc.comm.Iscatterv(sspec, out, root), what, timeout)

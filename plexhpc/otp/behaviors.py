@@ -18,8 +18,12 @@ import copy
 import functools
 from dataclasses import dataclass, field
 
+from ..actors.handlers import CALL, CAST, HandlerSpec, StateField, signature_facts
+from ..actors.host_state import current_ctx
 from ..errors import InvalidMessage
 from ..log import get_logger
+from ..runtime.current import here
+from . import workflow as _wf
 
 log = get_logger("actor")
 
@@ -59,7 +63,6 @@ def complete_spec(spec, event_fns: dict, options: dict) -> None:
 # ---- GenEvent ----------------------------------------------------------------------
 
 def _complete_event(spec, event_fns: dict) -> None:
-    from ..actors.spec import CAST, CALL, HandlerSpec, StateField
 
     spec.fields.setdefault("event_subscribers", StateField(default_factory=dict))
     spec.fields.setdefault("event_handlers_removed", StateField(default_factory=list))
@@ -88,11 +91,11 @@ def _fan_in(op, handlers):
                               "handlers keep running)", name, op)
         subs = self.__dict__.get("event_subscribers")
         if subs:
-            from ..actors.host import host
+            node, cell = here()
             for sub, events in list(subs.items()):
                 if events is None or op in events:
                     try:
-                        host.send(sub, op, payload)
+                        node.send_from(cell.id, sub, op, payload, current_ctx(cell))
                     except LookupError:
                         subs.pop(sub, None)  # a subscriber that is gone
         return None
@@ -119,7 +122,6 @@ def _unsubscribe(self, subscriber: str) -> dict:
 # ---- GenFSM ------------------------------------------------------------------------
 
 def _complete_fsm(spec, options: dict) -> None:
-    from ..actors.spec import CALL, HandlerSpec, StateField
 
     states, initial = options.get("states"), options.get("initial")
     transitions = options.get("transitions")
@@ -213,7 +215,6 @@ def _get_state(self) -> dict:
 # ---- Workflow ----------------------------------------------------------------------
 
 def _complete_workflow(spec) -> None:
-    from ..actors.spec import CALL, HandlerSpec, _signature_facts
 
     wf = spec.workflow = WorkflowSpec()
     for klass in reversed(spec.cls.__mro__):
@@ -222,23 +223,21 @@ def _complete_workflow(spec) -> None:
                 continue
             if getattr(value, "__plex_run__", False):
                 wf.run = HandlerSpec("workflow_run", value, CALL,
-                                     *_signature_facts(value, "workflow_run"))
+                                     *signature_facts(value, "workflow_run"))
             sig = getattr(value, "__plex_signal__", None)
             if sig:
                 op = f"workflow_signal:{sig}"
-                facts = _signature_facts(value, op)
+                facts = signature_facts(value, op)
                 wf.signals[sig] = HandlerSpec(op, value, CALL, *facts)
-                from . import workflow as _wf  # a signal during a run is recorded first
                 spec.handlers[op] = HandlerSpec(op, _wf.recorded_signal(sig, wf.signals[sig]),
                                                 CALL, (), (), True)
             q = getattr(value, "__plex_query__", None)
             if q:
                 op = f"workflow_query:{q}"
                 wf.queries[q] = spec.handlers[op] = HandlerSpec(
-                    op, value, CALL, *_signature_facts(value, op))
+                    op, value, CALL, *signature_facts(value, op))
     if wf.run is None:
         raise TypeError(f"@workflow_actor {spec.cls.__qualname__} needs a @run_handler method")
-    from . import workflow as _wf
     spec.handlers["workflow_run"] = HandlerSpec("workflow_run", _wf.start_run, CALL, (), (),
                                                 True)
     spec.handlers["workflow_status"] = HandlerSpec("workflow_status", _wf.status, CALL,

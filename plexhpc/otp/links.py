@@ -13,35 +13,51 @@ from __future__ import annotations
 from greenlet import getcurrent
 
 from .. import errors as E
-from ..runtime.cell import SEND, STOPPED, SYS, rank_of
-from ..context import DEFAULT_CTX
+from ..runtime import envelope as env_
+from ..runtime.actor_table import same_tenant
+from ..runtime.cell import STOPPED
+from ..runtime.routing import rank_of
 
-__all__ = ["LinksMixin", "same_tenant"]
+__all__ = ["Links"]
 
 
-class LinksMixin:
-    """Monitor and link methods of :class:`~plexhpc.runtime.node.Node`."""
+class Links:
+    """Monitors and links of this rank's actors. ``rt`` is the node (routing, delivery,
+    system messages)."""
+
+    def __init__(self, rt):
+        self.rt = rt
+        self.rank = rt.rank
+        ops = rt.system
+        ops.register("monitor", lambda src, d: self._add_monitor(*d), owner="links",
+                     payload="(watched id, monitor ref, watcher id)")
+        ops.register("demonitor", lambda src, d: self._drop_monitor(*d), owner="links",
+                     payload="(watched id, monitor ref)")
+        ops.register("link", lambda src, d: self._add_link(*d), owner="links",
+                     payload="(target id, peer id, caller ctx)")
+        ops.register("unlink", lambda src, d: self._drop_link(*d), owner="links",
+                     payload="(target id, peer id)")
+        ops.register("exit_signal", lambda src, d: self.exit_signal(*d), owner="links",
+                     payload="(to id, from id, reason): a linked actor exited")
 
     def monitor(self, cell, target: str) -> str:
         """Watch ``target``: exactly one ``__DOWN__`` cast reaches ``cell`` when it stops
         for any reason (at once, reason ``noproc``, if it does not exist)."""
-        ref = f"mon-{self.rank}-{next(self._corr)}"
+        ref = f"mon-{self.rank}-{self.rt.pending.next_corr()}"
         if cell.watching is None:
             cell.watching = {}
         try:
-            aid, r = self._resolve(target)
+            aid, r = self.rt.router.resolve(target)
         except E.ActorNotFound:  # an unknown name: down already, as in Erlang
             cell.watching[ref] = str(target)
-            self._deliver((SEND, cell.id, str(target), "__DOWN__", {
-                "down_from": str(target), "monitor_ref": ref, "down_reason": "noproc"},
-                0, -1, None))
+            self.rt.executor.deliver(env_.send(cell.id, str(target), "__DOWN__", {
+                "down_from": str(target), "monitor_ref": ref, "down_reason": "noproc"}))
             return ref
         cell.watching[ref] = aid
         if r == self.rank:
             self._add_monitor(aid, ref, cell.id)
         else:
-            self.transport.post(r, (SYS, None, None, "monitor", (aid, ref, cell.id), 0, -1,
-                                    None))
+            self.rt.system.post(r, "monitor", (aid, ref, cell.id))
         return ref
 
     def demonitor(self, cell, ref: str) -> bool:
@@ -57,13 +73,13 @@ class LinksMixin:
         if r == self.rank:
             self._drop_monitor(aid, ref)
         else:
-            self.transport.post(r, (SYS, None, None, "demonitor", (aid, ref), 0, -1, None))
+            self.rt.system.post(r, "demonitor", (aid, ref))
         return True
 
     def _add_monitor(self, aid, ref, watcher) -> None:
-        target = self._cells.get(aid)
+        target = self.rt.actors.cells.get(aid)
         if target is None or target.status == STOPPED:
-            self._send_quiet(watcher, "__DOWN__", {"down_from": aid, "monitor_ref": ref,
+            self.rt.send_quiet(watcher, "__DOWN__", {"down_from": aid, "monitor_ref": ref,
                                                    "down_reason": "noproc"}, aid)
             return
         if target.monitors is None:
@@ -71,19 +87,19 @@ class LinksMixin:
         target.monitors[ref] = watcher
 
     def _drop_monitor(self, aid, ref) -> None:
-        target = self._cells.get(aid)
+        target = self.rt.actors.cells.get(aid)
         if target is not None and target.monitors:
             target.monitors.pop(ref, None)
 
     def link(self, cell, peer: str) -> None:
         """Share fate with ``peer``: when either exits abnormally the other gets an
         ``__EXIT__`` cast (or, without an ``__EXIT__`` handler, exits too)."""
-        aid, r = self._resolve(peer)
+        aid, r = self.rt.router.resolve(peer)
         if aid == cell.id:
             raise E.InvalidMessage(f"{aid} cannot link to itself")
         ctx = getattr(getcurrent(), "ctx", None) or cell.ctx
         if r == self.rank:
-            target = self._cells.get(aid)
+            target = self.rt.actors.cells.get(aid)
             if target is not None and not same_tenant(ctx, target):
                 raise E.CapabilityDenied(
                     f"a caller acting for tenant {ctx[0]!r} cannot link to {aid}, which "
@@ -94,72 +110,64 @@ class LinksMixin:
         if r == self.rank:
             self._add_link(aid, cell.id)
         else:
-            self.transport.post(r, (SYS, None, None, "link", (aid, cell.id, ctx), 0, -1,
-                                    None))
+            self.rt.system.post(r, "link", (aid, cell.id, ctx))
 
     def unlink(self, cell, peer: str) -> None:
-        aid, r = self._resolve(peer)
+        aid, r = self.rt.router.resolve(peer)
         if cell.links:
             cell.links.discard(aid)
         if r == self.rank:
             self._drop_link(aid, cell.id)
         else:
-            self.transport.post(r, (SYS, None, None, "unlink", (aid, cell.id), 0, -1, None))
+            self.rt.system.post(r, "unlink", (aid, cell.id))
 
     def _add_link(self, aid, peer, ctx=None) -> None:
-        target = self._cells.get(aid)
+        target = self.rt.actors.cells.get(aid)
         if target is None or target.status == STOPPED:
-            self._exit_signal(peer, aid, "noproc")
+            self.exit_signal(peer, aid, "noproc")
             return
         if not same_tenant(ctx, target):  # fate sharing only within a tenant
-            self._exit_signal(peer, aid, f"link refused: {aid} belongs to another tenant")
+            self.exit_signal(peer, aid, f"link refused: {aid} belongs to another tenant")
             return
         if target.links is None:
             target.links = set()
         target.links.add(peer)
 
     def _drop_link(self, aid, peer) -> None:
-        target = self._cells.get(aid)
+        target = self.rt.actors.cells.get(aid)
         if target is not None and target.links:
             target.links.discard(peer)
 
-    def _exit_signal(self, to, frm, reason) -> None:
+    def exit_signal(self, to, frm, reason) -> None:
         """Tell linked actor ``to`` that ``frm`` exited with ``reason``."""
         try:
-            aid, r = self._resolve(to)
+            aid, r = self.rt.router.resolve(to)
         except E.PlexError:
             return
         if r != self.rank:
-            self.transport.post(r, (SYS, None, None, "exit_signal", (aid, frm, reason), 0, -1,
-                                    None))
+            self.rt.system.post(r, "exit_signal", (aid, frm, reason))
             return
-        cell = self._cells.get(aid)
+        cell = self.rt.actors.cells.get(aid)
         if cell is None or cell.status == STOPPED:
             return
         if cell.links:
             cell.links.discard(frm)
         if reason == "normal":
             return  # a normal exit is not propagated (as in OTP without trap_exit)
-        self._deliver((SEND, aid, frm, "__EXIT__", {"exit_from": frm, "exit_reason": reason},
-                       0, -1, None))
+        self.rt.executor.deliver(env_.send(aid, frm, "__EXIT__", {"exit_from": frm,
+                                                                   "exit_reason": reason}))
 
-    def _notify_down(self, cell, reason: str, abnormal: bool) -> None:
+    def notify_down(self, cell, reason: str, abnormal: bool) -> None:
         """Fire ``cell``'s monitors (always) and links (abnormal exits only: any reason
         but "normal", "shutdown" included, as in OTP), once. While the job shuts down,
         links are not propagated: every actor is stopping anyway, in order."""
-        if self.shutting_down:
+        if self.rt.lifecycle.shutting_down:
             abnormal = False
         mons, cell.monitors = cell.monitors, None
         for ref, watcher in (mons or {}).items():
-            self._send_quiet(watcher, "__DOWN__", {"down_from": cell.id, "monitor_ref": ref,
+            self.rt.send_quiet(watcher, "__DOWN__", {"down_from": cell.id, "monitor_ref": ref,
                                                    "down_reason": reason}, cell.id)
         links, cell.links = cell.links, None
         for peer in links or ():
-            self._exit_signal(peer, cell.id, reason if abnormal else "normal")
+            self.exit_signal(peer, cell.id, reason if abnormal else "normal")
 
-
-
-def same_tenant(ctx, target) -> bool:
-    """May a caller acting in ``ctx`` act on ``target`` (stop it, link to it)? Within its
-    tenant, or from the default (system) context."""
-    return ctx is None or ctx[0] == DEFAULT_CTX[0] or target.home_ctx[0] == ctx[0]

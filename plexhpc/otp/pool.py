@@ -113,7 +113,7 @@ class PoolManager:
 
     def _time_out(self, token) -> None:
         self.stats["timeouts"] += 1
-        host.reply(token, error=TimeoutError(
+        host.reply(token, error=E.AskTimeout(
             f"pool {self.name!r}: no worker free within the checkout timeout (all "
             f"{len(self.workers)} of max_size {self.max_size} leased)"))
 
@@ -147,7 +147,8 @@ class PoolManager:
         for aid in self.workers:
             host.stop(aid, f"pool {self.name} destroyed")
         for token, _, _ in self.waiters:
-            host.reply(token, error=LookupError(f"pool {self.name!r} was destroyed"))
+            host.reply(token, error=E.ActorNotFound(f"pool {self.name!r} was destroyed",
+                                                      actor=f"pool:{self.name}"))
         stopped = len(self.workers)
         self.workers, self.idle, self.leases, self.waiters = [], [], {}, deque()
         host.stop()

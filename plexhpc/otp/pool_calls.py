@@ -5,7 +5,11 @@ cycle."""
 
 from __future__ import annotations
 
-__all__ = ["PoolCalls", "pool_actor_name", "pool_args", "check_pool_args"]
+__all__ = ["PoolCalls", "pool_actor_name", "pool_args", "check_pool_args", "POOL_MANAGER"]
+
+#: the manager actor's class, by path (the pool module builds on ``host``, which builds
+#: on these calls: naming it keeps the layers free of a cycle)
+POOL_MANAGER = "plexhpc.otp.pool:PoolManager"
 
 
 def pool_actor_name(name: str) -> str:
@@ -41,7 +45,8 @@ def pool_args(name, actor_type, size, max_size, idle_timeout_ms, worker_args=Non
 class PoolCalls:
     """Mixin giving ``create_pool``, ``pool_checkout``, ``pool_checkin``, ``pool_stats`` and
     ``destroy_pool`` to anything with ``ask(to, op, payload, timeout_ms)``,
-    ``spawn(cls, name=, args=, timeout_ms=)`` and ``_check_actor_class(path)``."""
+    ``spawn(cls, name=, args=, timeout_ms=)``, ``_check_actor_class(path)`` and
+    ``_require_pools()`` (:class:`~plexhpc.actors.calls.Calls` gives them)."""
 
     def _require_pools(self) -> None:
         """Refuse pool calls the caller may not make (the host checks capabilities)."""
@@ -52,11 +57,10 @@ class PoolCalls:
         """Start a pool of ``size`` workers of ``actor_type`` (``"module:Class"``) that
         grows to ``max_size`` under load (``worker_args`` go to each worker's init);
         returns its stats."""
-        from .pool import PoolManager
         self._require_pools()
         args = pool_args(name, actor_type, size, max_size, idle_timeout_ms, worker_args)
         self._check_actor_class(actor_type)
-        aid = self.spawn(PoolManager, name=pool_actor_name(name), args=args,
+        aid = self.spawn(POOL_MANAGER, name=pool_actor_name(name), args=args,
                          timeout_ms=120_000)
         return self.ask(aid, "stats", None, 5000)
 

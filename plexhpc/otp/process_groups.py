@@ -21,11 +21,14 @@ __all__ = ["GroupRegistry"]
 class GroupRegistry:
     """This rank's replica of the cluster's process groups."""
 
-    def __init__(self, node):
-        self._node = node
+    def __init__(self, rank: int, system):
+        self.rank = rank
+        self._system = system
         self._groups: dict[str, dict[str, tuple]] = {}
         self._sorted: dict[str, list] = {}
         self._seq = itertools.count(1)
+        system.register("pg", lambda src, item: self._apply(item), owner="process groups",
+                        payload="(join|leave, group, actor id, rank, join seq)")
 
     # ---- changes --------------------------------------------------------------------
 
@@ -33,7 +36,7 @@ class GroupRegistry:
         _check_group(group)
         if cell.id in self._groups.get(group, ()):
             return
-        item = ("join", group, cell.id, self._node.rank, next(self._seq))
+        item = ("join", group, cell.id, self.rank, next(self._seq))
         self._apply(item)
         if cell.groups is None:
             cell.groups = set()
@@ -44,7 +47,7 @@ class GroupRegistry:
         _check_group(group)
         if cell.id not in self._groups.get(group, ()):
             return False
-        item = ("leave", group, cell.id, self._node.rank, 0)
+        item = ("leave", group, cell.id, self.rank, 0)
         self._apply(item)
         if cell.groups:
             cell.groups.discard(group)
@@ -55,9 +58,6 @@ class GroupRegistry:
         for group in list(cell.groups or ()):
             self.leave(cell, group)
         cell.groups = None
-
-    def apply_remote(self, item) -> None:
-        self._apply(item)
 
     def _apply(self, item) -> None:
         what, group, aid, rank, seq = item
@@ -73,11 +73,7 @@ class GroupRegistry:
         self._sorted.pop(group, None)
 
     def _announce(self, item) -> None:
-        node = self._node
-        from ..runtime.node import SYS
-        for r in range(node.size):
-            if r != node.rank:
-                node.transport.post(r, (SYS, None, None, "pg", item, 0, -1, None))
+        self._system.broadcast("pg", item)
 
     # ---- queries --------------------------------------------------------------------
 
@@ -99,7 +95,7 @@ class GroupRegistry:
         return m[0] if m else None
 
     def local_members(self, group: str) -> list:
-        rank = self._node.rank
+        rank = self.rank
         return [a for a in self.members(group) if self._groups[group][a][0] == rank]
 
     def groups(self) -> list:

@@ -29,10 +29,71 @@ from collections import deque
 from ..config import ChildSpec, SupervisorSpec
 from ..log import get_logger
 
-__all__ = ["SupervisionTree"]
+__all__ = ["SupervisionTree", "RestartIntensity", "DynamicSupervisor", "RESTART", "STOP",
+           "ESCALATE"]
 
 log = get_logger("actor")
 _CMD_TIMEOUT_MS = 60_000
+
+RESTART = "restart"
+STOP = "stop"
+ESCALATE = "escalate"
+
+
+class RestartIntensity:
+    """OTP's restart intensity of one supervisor: more than ``max_restarts`` restarts
+    within ``window_s`` seconds means restarting is not helping."""
+
+    def __init__(self, max_restarts: int, window_s: float):
+        self.max_restarts = max_restarts
+        self.window_s = window_s
+        self._times: deque = deque()
+
+    def record(self, now: float) -> bool:
+        """Count one restart at ``now``; True if the intensity is now exceeded."""
+        times = self._times
+        times.append(now)
+        while times and times[0] < now - self.window_s:
+            times.popleft()
+        return len(times) > self.max_restarts
+
+    @property
+    def recent(self) -> int:
+        """Restarts within the window (as of the last one recorded)."""
+        return len(self._times)
+
+    def clear(self) -> None:
+        self._times.clear()
+
+    def describe(self) -> str:
+        return (f"{len(self._times)} restarts within {self.window_s:g} s, "
+                f"max_restarts={self.max_restarts}")
+
+
+class DynamicSupervisor:
+    """The supervisor of the actors spawned at run time on one rank: OTP's
+    ``simple_one_for_one`` under the root of the app's tree, with the root's intensity.
+
+    A crashed ``permanent`` or ``transient`` child is restarted alone, a ``temporary`` one
+    is not. When the intensity is exceeded the supervisor gives up and, as the root's
+    child, takes the root with it: the job stops with status 1, the same escalation as
+    any supervisor of the tree at the root."""
+
+    strategy = "simple_one_for_one"
+
+    def __init__(self, rank: int, max_restarts: int, window_s: float):
+        self.name = f"$dynamic@{rank}"
+        self.intensity = RestartIntensity(max_restarts, window_s)
+
+    def on_crash(self, restart_type: str, now: float) -> str:
+        """RESTART, STOP (a temporary child) or ESCALATE (intensity exceeded)."""
+        if restart_type == "temporary":
+            return STOP
+        return ESCALATE if self.intensity.record(now) else RESTART
+
+    def escalation_reason(self) -> str:
+        return (f"supervisor {self.name!r} ({self.strategy}): restart intensity exceeded "
+                f"({self.intensity.describe()})")
 
 
 class SupervisionTree:
@@ -43,7 +104,7 @@ class SupervisionTree:
         self.root = root
         self.owner: dict = {}   # child or supervisor name -> its parent SupervisorSpec
         self.specs: dict = {}   # name -> ChildSpec | SupervisorSpec
-        self.log: dict = {}     # supervisor name -> deque of restart times
+        self.log: dict = {}     # supervisor name -> its RestartIntensity
         self._index(root)
         self._queue: deque = deque()
         self._busy = False
@@ -57,7 +118,7 @@ class SupervisionTree:
         self.removed: set = set()
 
     def _index(self, sup: SupervisorSpec) -> None:
-        self.log[sup.name] = deque()
+        self.log[sup.name] = RestartIntensity(sup.max_restarts, sup.window_s)
         self.specs[sup.name] = sup
         for c in sup.children:
             self.owner[c.name] = sup
@@ -73,20 +134,20 @@ class SupervisionTree:
     def report(self, name: str, abnormal: bool, reason: str, gen: int | None = None) -> None:
         """A config child exited (on any rank); ``gen`` is the generation of the instance
         that exited. Handled later, from the loop; ignored once the job shuts down."""
-        if self.node.shutting_down:
+        if self.node.lifecycle.shutting_down:
             return
         if gen is not None and gen < self.gen.get(name, 0):
             log.debug("supervisor: ignoring the exit of an old instance of %s", name)
             return
         self._queue.append((name, abnormal, reason, gen))
-        self.node._external.append(self._next)
+        self.node.run_soon(self._next)
 
     def _next(self) -> None:
         if self._busy or not self._queue:
             return
         self._busy = True
         name, abnormal, reason, gen = self._queue.popleft()
-        if self.node.shutting_down or (gen is not None and gen < self.gen.get(name, 0)):
+        if self.node.lifecycle.shutting_down or (gen is not None and gen < self.gen.get(name, 0)):
             self._done()
             return
         try:
@@ -98,7 +159,7 @@ class SupervisionTree:
     def _done(self) -> None:
         self._busy = False
         if self._queue:
-            self.node._external.append(self._next)
+            self.node.run_soon(self._next)
 
     # ---- decisions ----------------------------------------------------------------
 
@@ -111,13 +172,9 @@ class SupervisionTree:
             self.removed.update(c.name for c in _leaves(spec))
             self._run([("remove", c) for c in _leaves(spec)], self._done)
             return
-        now = time.monotonic()
-        times = self.log[sup.name]
-        times.append(now)
-        while times and times[0] < now - sup.window_s:
-            times.popleft()
-        if len(times) > sup.max_restarts:
-            self._escalate(sup, name, reason, len(times))
+        intensity = self.log[sup.name]
+        if intensity.record(time.monotonic()):
+            self._escalate(sup, name, reason, intensity.recent)
             return
         units = sup.children
         i = next(k for k, c in enumerate(units) if c.name == name)
@@ -139,7 +196,8 @@ class SupervisionTree:
         gone.update(c.name for c in removed)
         delay = 0.0
         if sup.backoff_ms > 0:
-            delay = min(sup.backoff_max_ms, sup.backoff_ms * 2 ** (len(times) - 1)) / 1000.0
+            delay = min(sup.backoff_max_ms,
+                        sup.backoff_ms * 2 ** (intensity.recent - 1)) / 1000.0
         self.restarts += 1
         log.warning("supervisor %r (%s): %s exited (%s); restarting %s%s", sup.name,
                     sup.strategy, name, reason, [c.name for c in start],
@@ -149,7 +207,7 @@ class SupervisionTree:
 
         def after_halt():
             if delay:
-                self.node.call_later(delay, lambda: self._run(
+                self.node.timers.after(delay, lambda: self._run(
                     [("start", c) for c in start], finish, failed))
             else:
                 self._run([("start", c) for c in start], finish, failed)
@@ -171,7 +229,7 @@ class SupervisionTree:
         halt = [("halt", c) for c in reversed(sup.leaves())]
         if sup is self.root:
             def stop_job():
-                self.node.request_shutdown(text, 1)
+                self.node.lifecycle.request_shutdown(text, 1)
                 self._done()
             self._run(halt, stop_job)
             return
@@ -186,7 +244,7 @@ class SupervisionTree:
         each given its shutdown_timeout_ms; ``then()`` when all are down. Waits for a
         restart in progress to finish first."""
         if self._busy:
-            self.node.call_later(0.005, lambda: self.stop_all(then))
+            self.node.timers.after(0.005, lambda: self.stop_all(then))
             return
         self._busy = True
         self._queue.clear()
@@ -215,16 +273,16 @@ class SupervisionTree:
                     elif isinstance(value, TimeoutError):
                         # a rank that does not answer its supervisor: the job cannot be
                         # trusted to be supervised any more
-                        node.request_shutdown(f"supervisor: {cmd} of {child.name} on rank "
+                        node.lifecycle.request_shutdown(f"supervisor: {cmd} of {child.name} on rank "
                                               f"{child.rank} got no answer: {value}", 1)
                     else:
                         log.error("supervisor: %s of %s failed: %s", cmd, child.name, value)
-                node._external.append(lambda: go(i + 1))  # on from the loop, not here
+                node.run_soon(lambda: go(i + 1))  # on from the loop, not here
             if child.rank == node.rank:
-                node.sup_command(cmd, child.name, done)
+                node.supervision.command(cmd, child.name, done)
             else:
-                node._system_ask(child.rank, "sup_cmd", (cmd, child.name), done,
-                                 _CMD_TIMEOUT_MS)
+                node.system.ask(child.rank, "sup_cmd", (cmd, child.name), done,
+                                _CMD_TIMEOUT_MS)
         go(0)
 
 

@@ -23,10 +23,43 @@ from greenlet import GreenletExit, getcurrent, greenlet
 
 from .. import errors as E
 from ..log import get_logger
+from ..runtime.current import here as _here
+from ..runtime.executor import kill
 
-__all__ = ["start_run", "status", "step", "resume_pending", "kill_run"]
+__all__ = ["WorkflowRuns", "start_run", "status", "step", "resume_pending", "kill_run"]
 
 log = get_logger("actor")
+
+
+class WorkflowRuns:
+    """The workflow runs in progress on one rank (actor id -> run), and what the runtime
+    does with them: abandon one when its actor ends, all at shutdown (they resume on the
+    next launch), and look for an unfinished one when a workflow actor starts."""
+
+    def __init__(self, rt):
+        self.rt = rt
+        self.runs: dict = {}
+
+    def kill_run(self, cell) -> None:
+        if self.runs:
+            kill_run(self.rt, cell)
+
+    def kill_all(self) -> None:
+        for aid in list(self.runs):
+            cell = self.rt.actors.cells.get(aid)
+            run = self.runs.get(aid)
+            if cell is not None:
+                kill_run(self.rt, cell)  # tells the caller; the kill itself is queued
+            if run is not None and run.g is not None and not run.g.dead:
+                kill(run.g)
+        self.runs.clear()
+
+    def on_started(self, cell) -> None:
+        """A workflow actor (re)started: continue its unfinished run, if any."""
+        try:
+            resume_pending(self.rt, cell)
+        except E.StateError as exc:
+            log.error("%s: cannot look for an unfinished run: %s", cell.id, exc)
 
 
 class Run:
@@ -91,11 +124,6 @@ def _active_key(cell) -> str:
     return _wf_key(cell) + "#active"
 
 
-def _here():
-    from ..actors.host import _here as here
-    return here()
-
-
 def start_run(self, **payload):
     """Built-in ``workflow_run``: start a run (``run_id`` optional) and answer the ask
     with its result when it finishes."""
@@ -147,12 +175,12 @@ def resume_pending(node, cell) -> bool:
 
 
 def _launch(node, cell, run: Run, ctx) -> None:
-    g = greenlet(_body, node._hub)
+    g = greenlet(_body, node.executor.hub)
     g.cell = cell
     g.ctx = ctx  # the run acts for whoever started it, whatever else the actor handles
     run.g = g
     node.runs[cell.id] = run
-    node._resume.append((g, (node, cell, run)))
+    node.executor.resume.append((g, (node, cell, run)))
 
 
 def _body(args):
@@ -171,7 +199,7 @@ def _body(args):
                 f"workflow run {run.run_id} of {cell.id} raised {type(exc).__name__}: {exc}",
                 remote_type=type(exc).__name__, remote_message=str(exc), rank=node.rank,
                 actor=cell.id, op="workflow_run", remote_traceback=tb))
-        node._crash(cell, exc, tb, f"workflow run {run.run_id}")
+        node.supervision.crash(cell, exc, tb, f"workflow run {run.run_id}")
         return None
     if node.runs.get(cell.id) is run:
         del node.runs[cell.id]
@@ -212,7 +240,7 @@ def kill_run(node, cell) -> None:
                 run.g.throw(GreenletExit)
             except GreenletExit:
                 pass
-    node._external.append(kill)
+    node.run_soon(kill)
 
 
 def step(name: str, fn, *args, **kwargs):

@@ -1,26 +1,17 @@
-"""What the node keeps per actor, and the shapes of the messages it moves.
-
-An envelope is a tuple ``(kind, to, from, op, payload, corr, reply_rank, ctx)``: cheap to
-build, to pickle in a batch, and to take apart. ``corr`` matches a reply to its ask and
-``reply_rank`` says where the reply goes (-1: nowhere, a send). ``ctx`` is the request
-context (:class:`~plexhpc.context.RequestContext`) or None: the target's own context.
-"""
+"""What the node keeps per actor (:class:`ActorCell`), the status it goes through, and
+what any caller may send it (:func:`check_message`). The messages themselves are in
+:mod:`plexhpc.runtime.envelope`."""
 
 from __future__ import annotations
 
 from .. import errors as E
 
-__all__ = ["ActorCell", "rank_of", "ASK", "SEND", "REPLY", "ERROR", "SYS", "INIT", "TERM",
-           "STARTING", "RUNNING", "STOPPING", "STOPPED"]
+__all__ = ["ActorCell", "check_message", "RESERVED_OPS", "STARTING", "RUNNING", "STOPPING",
+           "STOPPED", "DONE", "BLOCKED"]
 
-# envelope kinds (ASK and SEND first: "kind <= SEND" means "for an actor")
-ASK, SEND, REPLY, ERROR, SYS, INIT, TERM = range(7)
-
-# actor status
+# actor status: STARTING (init pending, or halted by its supervisor: messages wait),
+# RUNNING, STOPPING (its terminate handler is queued), STOPPED (gone)
 STARTING, RUNNING, STOPPING, STOPPED = range(4)
-
-# node phases
-P_STARTING, P_RUNNING, P_DRAINING, P_FINAL, P_DONE = range(5)
 
 # what a worker greenlet hands back to the hub: its turn is over / it waits on a reply
 DONE = object()
@@ -81,11 +72,3 @@ def check_message(op, payload=None, where: str = "") -> None:
         raise E.InvalidMessage(f"{pre}payload for {op!r} must be a dict (or None), got "
                                f"{type(payload).__name__}")
 
-
-def rank_of(actor_id: str) -> int:
-    """The rank encoded in an actor id (``name@rank``)."""
-    head, sep, tail = actor_id.rpartition("@")
-    if not sep or not tail.isdigit():
-        raise E.ActorNotFound(f"{actor_id!r} is not an actor id (expected name@rank)",
-                              actor=actor_id)
-    return int(tail)

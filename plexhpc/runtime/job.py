@@ -16,6 +16,7 @@ import threading
 from mpi4py import MPI
 
 from .. import errors as E
+from ..actors.driver import Driver
 from ..config import AppConfig, load_config
 from .mpiutil import allreduce_timed
 from .node import Node
@@ -46,7 +47,8 @@ def load_config_everywhere(source, comm: MPI.Comm, *, timeout_s: float = 60.0) -
 
 
 class Job:
-    """The context manager :func:`start` returns; entering it starts the node."""
+    """The context manager :func:`start` returns; entering it starts the node and gives
+    the :class:`~plexhpc.actors.driver.Driver` handle."""
 
     def __init__(self, config, *, comm=None, driver_rank: int = 0, **node_options):
         self._source = config
@@ -55,32 +57,28 @@ class Job:
         self._options = node_options
         self.node: Node | None = None
 
-    def __enter__(self) -> Node:
+    def __enter__(self) -> Driver:
         if isinstance(self._source, AppConfig):
             cfg = self._source
         else:
             cfg = load_config_everywhere(self._source, self._comm)
         node = Node(cfg, comm=self._comm, driver_rank=self._driver_rank, **self._options)
         self.node = node
+        life = node.lifecycle
         if not node.is_driver:
             if threading.current_thread() is threading.main_thread():
                 node.install_signal_handlers()
             node.serve()
-            if node._start_error:
-                raise E.StartError(node._start_error)
-            if node.exit_code:
-                raise E.JobFailed(f"the job stopped with status {node.exit_code} on rank "
-                                  f"{node.rank}: {node._shutdown_reason}",
-                                  exit_code=node.exit_code)
-            return node
+            life.raise_if_failed()
+            return Driver(node)
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda s, f: node._request_signal(s))
+            signal.signal(signal.SIGTERM, lambda s, f: node.hub.request_signal(s))
         node.serve_in_thread()
-        if node._phase != 1:  # not running: start-up failed or a shutdown came first
-            node.join(node.stop_timeout_s + node.config.drain_timeout_s + 5)
-            raise E.StartError(node._start_error or
-                               f"the job stopped during start-up: {node._shutdown_reason}")
-        return node
+        if not node.running:  # start-up failed or a shutdown came first
+            node.join(life.stop_timeout_s + node.config.drain_timeout_s + 5)
+            raise E.StartError(life.start_error or
+                               f"the job stopped during start-up: {life.reason}")
+        return Driver(node)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         node = self.node
@@ -91,25 +89,26 @@ class Job:
         else:
             reason, code = f"the driver raised {exc_type.__name__}: {exc}", 1
         try:
-            node.shutdown(reason, code)
+            node.hub.call_soon(lambda: node.request_shutdown(reason, code))
         except E.NodeClosed:
             pass
-        node.join(node.config.drain_timeout_s + node.stop_timeout_s + 10)
+        node.join(node.config.drain_timeout_s + node.lifecycle.stop_timeout_s + 10)
         if exc_type is None and node.exit_code:
             raise E.JobFailed(f"the job stopped with status {node.exit_code}: "
-                              f"{node._shutdown_reason}", exit_code=node.exit_code)
+                              f"{node.lifecycle.reason}", exit_code=node.exit_code)
         return False
 
 
 def start(config, *, comm: MPI.Comm | None = None, driver_rank: int = 0,
           **node_options) -> Job:
-    """Start the app on every rank: ``with plexhpc.start("app.toml") as node:``.
+    """Start the app on every rank: ``with plexhpc.start("app.toml") as job:``.
 
     On the driver rank (0) the node runs on a background thread and the block drives the
-    job with ``node.ask/send/spawn``. On the other ranks entering the block serves until
-    the driver leaves it, then returns a closed node; guard driver code with
-    ``if node.is_driver:`` (the mpi4py ``MPICommExecutor`` idiom). ``config`` is a path
-    to an app TOML file or a dict of the same shape."""
+    job with ``job.ask/send/spawn`` (a :class:`~plexhpc.actors.driver.Driver`). On the
+    other ranks entering the block serves until the driver leaves it, then returns a
+    closed handle; guard driver code with ``if job.is_driver:`` (the mpi4py
+    ``MPICommExecutor`` idiom). ``config`` is a path to an app TOML file or a dict of the
+    same shape."""
     return Job(config, comm=comm, driver_rank=driver_rank, **node_options)
 
 
@@ -138,12 +137,12 @@ def run_app(source, *, json_lines: bool = False) -> int:
                       f"{value}", file=sys.stderr, flush=True)
                 node.request_shutdown("main call failed", 1)
 
-        node.on_started.append(lambda: node._start_ask(
+        node.lifecycle.on_started.append(lambda: node.start_ask(
             main.actor, main.op, main.payload, main.timeout_ms, finished, "$main@0"))
     code = node.serve()
-    if node._start_error and node.rank == 0:
-        print(f"plexhpc: {node._start_error}", file=sys.stderr, flush=True)
-    if node.unclean:
+    if node.lifecycle.start_error and node.rank == 0:
+        print(f"plexhpc: {node.lifecycle.start_error}", file=sys.stderr, flush=True)
+    if node.lifecycle.unclean:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code or 1)

@@ -123,9 +123,21 @@ class Transport:
     def sends_in_flight(self) -> int:
         return len(self._pending)
 
+    def progress_if_backlogged(self, limit: int = 64) -> None:
+        """Release completed sends once more than ``limit`` are in flight (each turn of
+        a busy loop; an idle one releases them all)."""
+        if len(self._pending) > limit:
+            self.progress_sends()
+
+    def has_held(self) -> bool:
+        """A message found by :meth:`spin_probe` waits for the next :meth:`poll`."""
+        return self._held is not None
+
     def progress_sends(self) -> None:
         """Release the buffers of sends that have completed."""
         pending = self._pending
+        if not pending:
+            return
         if all(type(item[0]) is MPI.Request for item in pending):
             if MPI.Request.Testall([item[0] for item in pending]):
                 self._pending = []

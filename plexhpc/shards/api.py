@@ -1,5 +1,5 @@
-"""The shard-group calls, written once for both callers: an actor (``host.*``, which parks
-its handler until ``done``) and a driver script (``node.*``, which waits on a queue).
+"""The shard-group calls as the hub runs them, for any caller (``host.*`` and the driver
+handle reach them through :mod:`plexhpc.actors.calls`).
 
 Every function runs on the node's loop and ends by calling ``done(ok, value)``.
 Replies say what happened (shards reached, responses counted, latencies), as the
@@ -12,7 +12,7 @@ from .. import errors as E
 from ..runtime.cell import check_message
 from .groups import AGGREGATIONS, aggregate
 
-__all__ = ["create", "destroy", "route", "scatter_gather", "broadcast", "barrier"]
+__all__ = ["create", "destroy", "route", "scatter_gather", "broadcast", "barrier", "check_op"]
 
 
 def _int(spec, key, default, minimum=0):
@@ -38,7 +38,7 @@ def _guard(done, fn):
         done(False, exc)
 
 
-def _op(op, call):
+def check_op(op, call):
     """An op a caller may send: a str that is not one only the runtime sends."""
     if not isinstance(op, str) or not op:
         raise E.ShardGroupError(f"{call}: op must be a non-empty str, got {op!r}")
@@ -58,9 +58,9 @@ def destroy(node, frm, group_id, done):
 
 def route(node, frm, group_id, key, op, payload, timeout_ms, done, ctx=None):
     def go():
-        _op(op, "route")
+        check_op(op, "route")
         _, aid = node.shards.route(group_id, key)
-        node._start_ask(aid, op, payload, timeout_ms, done, frm, ctx)
+        node.start_ask(aid, op, payload, timeout_ms, done, frm, ctx)
     _guard(done, go)
 
 
@@ -88,7 +88,7 @@ def scatter_gather(node, frm, spec, done, ctx=None):
         query = spec.get("query")
         if not isinstance(query, dict) or not isinstance(query.get("op"), str):
             raise E.ShardGroupError("scatter_gather: query must be a dict with an 'op'")
-        _op(query["op"], "scatter_gather")
+        check_op(query["op"], "scatter_gather")
         how = spec.get("aggregation", "concat")
         if how not in AGGREGATIONS:
             raise E.ShardGroupError(f"scatter_gather: aggregation must be one of "
@@ -136,7 +136,7 @@ def broadcast(node, frm, spec, done, ctx=None):
         if not isinstance(message, dict) or not isinstance(message.get("op"), str):
             raise E.ShardGroupError("broadcast_shard_group: message must be a dict with an "
                                     "'op'")
-        _op(message["op"], "broadcast_shard_group")
+        check_op(message["op"], "broadcast_shard_group")
         need = int(_int(spec, "min_acks", group.shard_count, 0))
         timeout = _int(spec, "timeout_ms", 10000, 1)
 

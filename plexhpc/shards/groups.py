@@ -60,6 +60,10 @@ class ShardGroups:
         self._node = node
         self._groups: dict[str, ShardGroup] = {}
         self._round_robin: dict[str, RoundRobin] = {}
+        node.system.register("shard_group", lambda src, meta: self._install(ShardGroup(**meta)),
+                             owner="shard groups", payload="ShardGroup as a dict: created")
+        node.system.register("shard_group_drop", lambda src, gid: self.drop(gid),
+                             owner="shard groups", payload="group id: destroyed")
 
     # ---- queries -------------------------------------------------------------------
 
@@ -112,21 +116,21 @@ class ShardGroups:
             if state["error"] is not None:
                 for aid in ids:
                     if aid is not None:
-                        node._start_stop(aid, "shard group creation failed",
+                        node.actors.start_stop(aid, "shard group creation failed",
                                          lambda ok, value: None)
                 done(False, _fail(f"creating shard group {gid!r} failed: {state['error']}"))
                 return
             group = ShardGroup(gid, plan["actor_type"], n, plan["strategy"], ids, ranks,
                                plan["key_range"], node.rank)
             self._install(group)
-            node.broadcast_system("shard_group", asdict(group))
+            node.system.broadcast("shard_group", asdict(group))
             done(True, group.reply())
 
         for i, r in enumerate(ranks):
             args = dict(base_args)
             args.update({"shard_id": i, "shard_count": n, "group_id": gid,
                          "initial_state": plan["initial_state"]})
-            node._start_spawn(ref, f"{gid}.shard{i}", r, args, "permanent", one_done(i), ctx,
+            node.actors.start_spawn(ref, f"{gid}.shard{i}", r, args, "permanent", one_done(i), ctx,
                               caps)
 
     def destroy(self, group_id: str, done) -> None:
@@ -145,12 +149,9 @@ class ShardGroups:
                             "shards_stopped": group.shard_count})
 
         self.drop(group_id)
-        node.broadcast_system("shard_group_drop", group_id)
+        node.system.broadcast("shard_group_drop", group_id)
         for aid in group.shard_actor_ids:
-            node._start_stop(aid, f"shard group {group_id} destroyed", stopped)
-
-    def install_remote(self, meta: dict) -> None:
-        self._install(ShardGroup(**meta))
+            node.actors.start_stop(aid, f"shard group {group_id} destroyed", stopped)
 
     def drop(self, group_id: str) -> None:
         self._groups.pop(group_id, None)
@@ -195,11 +196,11 @@ class ShardGroups:
                         "in the app config")
         child = next((c for c in node.config.children if c.name == actor_type), None)
         if child is not None:  # reuse a configured child's class (and its args)
-            ref = node._class_ref(child.cls)
+            ref = node.actors.class_ref(child.cls)
             args = {**child.args, **args}
         elif ":" in actor_type:
             try:
-                ref = node._class_ref(actor_type)
+                ref = node.actors.class_ref(actor_type)
             except E.ConfigError as exc:
                 raise _fail(f"actor_type {actor_type!r}: {exc}") from exc
         else:

@@ -29,6 +29,7 @@ from mpi4py import MPI
 
 from .. import errors as E
 from ..collectives.ops import local_combiner, resolve_op, work_dtype
+from .api import check_op
 from ..collectives.values import OBJECT, flatten, unflatten
 
 __all__ = ["REDUCTIONS", "combine", "GroupReductions"]
@@ -143,6 +144,12 @@ class GroupReductions:
 
     def __init__(self, node):
         self._node = node
+        node.system.register("gred_req", lambda src, plan: self._sequence(plan),
+                             owner="group reductions",
+                             payload="a checked plan: for rank 0 to number and broadcast")
+        node.system.register("gred", lambda src, plan: self.receive(plan),
+                             owner="group reductions",
+                             payload="a numbered plan: every rank runs it in seq order")
         self._next_seq = 0          # rank 0: the next number to hand out
         self._waiting: dict = {}    # seq -> spec, received but not yet run
         self._expect = 0            # the next seq this rank must run
@@ -157,22 +164,20 @@ class GroupReductions:
         node = self._node
         try:
             plan = self._check(spec)
-            from .api import _op
-            _op(plan["map_function"]["op"], plan["kind"])
-            _op(plan["target"], plan["kind"])
+            check_op(plan["map_function"]["op"], plan["kind"])
+            check_op(plan["target"], plan["kind"])
             plan["ctx"] = ctx
         except (E.ShardGroupError, ValueError) as exc:
             done(False, exc if isinstance(exc, E.PlexError) else E.ShardGroupError(str(exc)))
             return
-        corr = next(node._corr)
-        node._pending[corr] = (done, f"$group:{plan['group_id']}", plan["kind"],
-                               plan["timeout_ms"])
-        node._arm_ask(corr, plan["timeout_ms"] + 1000)
+        # the reduction's own timeout fires first (ShardTimeout); this one is a backstop
+        corr = node.pending.add(done, f"$group:{plan['group_id']}", plan["kind"],
+                                plan["timeout_ms"] + 1000)
         plan.update(origin=node.rank, corr=corr)
         if node.rank == 0:
             self._sequence(plan)
         else:
-            node.transport.post(0, (_sys(), None, None, "gred_req", plan, 0, -1, None))
+            node.system.post(0, "gred_req", plan)
 
     def _check(self, spec) -> dict:
         if not isinstance(spec, dict):
@@ -208,15 +213,11 @@ class GroupReductions:
         plan["seq"] = self._next_seq
         self._next_seq += 1
         node = self._node
-        node.broadcast_system("gred", plan)
+        node.system.broadcast("gred", plan)
         # the other ranks start their part when this arrives: send it before starting
         # this rank's own part (which would otherwise delay it until the loop flushes)
-        for dest in node.transport.flush():
-            node.doorbell.ring_if_sleeping(dest)
+        node.flush_now()
         self.receive(plan)
-
-    def on_request(self, plan: dict) -> None:  # rank 0 only
-        self._sequence(plan)
 
     def receive(self, plan: dict) -> None:
         self._waiting[plan["seq"]] = plan
@@ -235,11 +236,6 @@ class GroupReductions:
     def finished(self) -> None:
         self._running = None
         self._run_next()
-
-
-def _sys():
-    from ..runtime.cell import SYS
-    return SYS
 
 
 class _Run:
@@ -341,9 +337,8 @@ class _Run:
         ranks = [r for r, h in enumerate(self.heads) if h[0] != _EMPTY]
         if failures:
             detail = "; ".join(f"rank {r}: {m}" for r, m in failures)
-            self._reply(False, E.ScatterGatherIncomplete(
-                f"{plan['kind']} on {plan['group_id']!r} failed: {detail}",
-                missing=[], partial={"shards_answered": answered}))
+            self._reply(False, E.ShardFailure(
+                f"{plan['kind']} on {plan['group_id']!r} failed: {detail}"))
             return
         try:
             value = combine([parts[r] for r in ranks], plan["reduction"])
@@ -370,7 +365,7 @@ class _Run:
     def _on_timeout(self) -> None:
         self.owner._broken = (f"{self.plan['kind']} #{self.plan['seq']} timed out: not every "
                               "rank took part")
-        self._reply(False, E.ShardGroupError(
+        self._reply(False, E.ShardTimeout(
             f"{self.plan['kind']} on {self.plan['group_id']!r}: not every rank took part "
             f"within {self.plan['timeout_ms']:g} ms; group reductions are disabled until "
             "the job restarts"))
@@ -378,7 +373,7 @@ class _Run:
     def _reply(self, ok, value) -> None:
         plan, node = self.plan, self.node
         if plan["origin"] == node.rank:
-            w = node._pending.pop(plan["corr"], None)
+            w = node.pending.take(plan["corr"])
             if w is not None:
                 w[0](ok, value)
         elif plan["all"] and ok:

@@ -1,0 +1,37 @@
+"""Timers of one rank: callbacks that the hub runs once their time has come.
+
+One heap of ``(deadline, seq, fn)``; ``seq`` keeps equal deadlines in the order they were
+armed. ``host.send_after``, supervisor backoff, idle checks of virtual actors, blocking
+state calls' timeouts and the shutdown sequence's give-ups all land here.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+
+__all__ = ["Timers"]
+
+_monotonic = time.monotonic
+
+
+class Timers:
+    """A heap of callbacks by deadline (monotonic seconds)."""
+
+    def __init__(self):
+        self.heap: list = []
+        self._seq = itertools.count()
+
+    def after(self, delay_s: float, fn) -> None:
+        """Run ``fn()`` on the hub once ``delay_s`` seconds have passed."""
+        heapq.heappush(self.heap, (_monotonic() + delay_s, next(self._seq), fn))
+
+    def next_deadline(self) -> float | None:
+        return self.heap[0][0] if self.heap else None
+
+    def fire(self, now: float) -> None:
+        """Run every callback that is due."""
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            heapq.heappop(heap)[2]()
