@@ -22,6 +22,10 @@ SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 BIN = Path(sys.executable).parent
 MPIEXEC = str(BIN / "mpiexec") if (BIN / "mpiexec").exists() else "mpiexec"
 
+# tests/mpi is the pytest-mpi suite: it runs under ``mpiexec ... pytest --with-mpi
+# tests/mpi`` (tests/test_pytest_mpi_suite.py launches it), never inside this process
+collect_ignore = ["mpi"]
+
 
 class Job:
     def __init__(self, returncode, stdout, stderr, cmd):

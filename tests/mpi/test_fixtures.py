@@ -1,0 +1,21 @@
+"""The plexhpc.testing fixtures themselves: outcomes agreed on every rank."""
+
+import pytest
+
+from plexhpc import ActorNotFound
+
+pytestmark = [pytest.mark.mpi, pytest.mark.timeout(30)]
+
+
+def test_the_handle_is_the_driver_s(plex_node):
+    assert plex_node.is_driver and plex_node.rank == 0 and not plex_node.closed
+
+
+@pytest.mark.xfail(strict=True, raises=ActorNotFound,
+                   reason="fails on the driver; strict: every rank must report it")
+def test_a_failure_on_the_driver_fails_every_rank(plex_node):
+    plex_node.ask("nobody", "whoami")
+
+
+def test_a_skip_on_the_driver_skips_every_rank(plex_node):
+    pytest.skip("skipped on the driver, reported on every rank")
