@@ -6,7 +6,7 @@ rank on 1, so every test runs (and means something) on 1, 2 and 4 ranks.
 
 import pytest
 
-from mpi_actors import Counter, Echo
+from mpi_actors import Echo
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(30)]
 
@@ -51,4 +51,3 @@ def test_static_children_of_the_marker_app_answer_by_name(plex_node):
     assert plex_node.ask("c0", "add", {"n": 1}) == {"count": 11, "rank": 0}
     assert plex_node.ask("c1", "add", {"n": 2}) == {"count": 22, "rank": 1 % plex_node.size}
     assert plex_node.resolve("c1") == f"c1@{1 % plex_node.size}"
-    assert Counter  # the class the config names
