@@ -38,49 +38,49 @@ def wait_until(predicate: Callable[[], Any], *, timeout_s: float = 5.0,
 
 class PlexKit:
     """The ``plex`` fixture: the driver's handle plus helpers that do not depend on the
-    number of ranks. ``node`` is the handle itself; the helpers use only its public
+    number of ranks. ``driver`` is the handle itself; the helpers use only its public
     driver calls (``spawn``, ``stop``, ``ask``)."""
 
-    def __init__(self, node):
-        self.node = node
+    def __init__(self, driver):
+        self.driver = driver
 
     @property
     def size(self) -> int:
         """How many ranks the job has."""
-        return self.node.size
+        return self.driver.size
 
     @property
     def ranks(self) -> range:
         """Every rank, ``range(size)``."""
-        return range(self.node.size)
+        return range(self.driver.size)
 
     @property
     def last_rank(self) -> int:
         """The highest rank: another process than the driver whenever there are two or
         more ranks, the driver itself on one."""
-        return self.node.size - 1
+        return self.driver.size - 1
 
     def spawn(self, actor_class, **kwargs) -> str:
-        """``node.spawn(actor_class, **kwargs)``: a new actor's id once its init ran."""
-        return self.node.spawn(actor_class, **kwargs)
+        """``driver.spawn(actor_class, **kwargs)``: a new actor's id once its init ran."""
+        return self.driver.spawn(actor_class, **kwargs)
 
     def spawn_each(self, actor_class, *, name: str | None = None, args: dict | None = None,
                    **kwargs) -> list:
         """Spawn one ``actor_class`` on every rank (rank ``r`` named ``f"{name}{r}"``
         when ``name`` is given) and return their ids in rank order."""
-        return [self.node.spawn(actor_class, rank=r, args=args,
+        return [self.driver.spawn(actor_class, rank=r, args=args,
                                 name=None if name is None else f"{name}{r}", **kwargs)
                 for r in self.ranks]
 
     def stop_each(self, actors, timeout_ms: float = 10000) -> None:
         """Stop the given actors, last first (their terminate handlers run)."""
         for aid in reversed(list(actors)):
-            self.node.stop(aid, timeout_ms=timeout_ms)
+            self.driver.stop(aid, timeout_ms=timeout_ms)
 
     def ask_each(self, actors, op: str, payload: dict | None = None,
                  timeout_ms: float = 5000) -> list:
         """Ask every actor in ``actors`` the same ``op``; the replies, in order."""
-        return [self.node.ask(aid, op, payload, timeout_ms) for aid in actors]
+        return [self.driver.ask(aid, op, payload, timeout_ms) for aid in actors]
 
     def wait_until(self, predicate, **kwargs):
         """:func:`wait_until`, for convenience."""

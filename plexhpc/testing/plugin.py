@@ -3,8 +3,8 @@
 How a test runs, under ``mpiexec -n N python -m pytest --with-mpi``:
 
 1. every rank meets the others (timed) and checks they are all at the same test;
-2. every rank enters ``plexhpc.start(config)``: on rank 0 (the driver) the node runs on
-   a background thread and ``plex_node`` is its handle; the other ranks serve actors
+2. every rank enters ``plexhpc.start(config)``: on rank 0 (the driver) the job runs on
+   a background thread and ``plex_driver`` is its handle; the other ranks serve actors
    inside the fixture's setup until the driver's job ends;
 3. the test body runs on the driver only (on the other ranks it is not called: their
    part is serving, and it is over by then);
@@ -20,9 +20,9 @@ state (``PLEXHPC_STATE_DIR`` points at a new folder per test). One limit: MPICH 
 2048 communicator ids per process and a job currently leaves 3 of them allocated, so
 one process runs at most ~680 jobs (tests).
 
-Fixtures that call the node must check ``plex_node.is_driver`` first: fixtures run on
-every rank, and on the serving ranks they run after the job has ended (a driver call
-there raises :class:`~plexhpc.errors.NodeClosed`).
+Fixtures that call the driver must check ``plex_driver.is_driver`` first: fixtures run
+on every rank, and on the serving ranks they run after the job has ended (a driver
+call there raises :class:`~plexhpc.errors.NodeClosed`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import pytest
 from .kit import PlexKit
 from .sync import OutOfStep, RankSync
 
-__all__ = ["DEFAULT_CONFIG", "plex_config", "plex_node", "plex"]
+__all__ = ["DEFAULT_CONFIG", "plex_config", "plex_driver", "plex"]
 
 #: the app a test's job runs when neither ``plex_config`` nor the marker says otherwise:
 #: no static children (the test spawns what it needs)
@@ -99,7 +99,7 @@ def pytest_timeout_set_timer(item, settings):
     """pytest-timeout: give serving ranks a longer timeout than the driver's, so the
     driver's timeout (which ends the job) fires first and every rank reports it."""
     if (not settings.timeout or settings.timeout <= 0
-            or "plex_node" not in getattr(item, "fixturenames", ())
+            or "plex_driver" not in getattr(item, "fixturenames", ())
             or not _mpi_mode(item.config)):
         return None
     from mpi4py import MPI
@@ -125,27 +125,27 @@ def plex_config(request):
 
 
 @pytest.fixture
-def plex_node(request, plex_config, tmp_path_factory):
+def plex_driver(request, plex_config, tmp_path_factory):
     """The driver's handle of a fresh plexhpc job that lives for this test.
 
-    On the driver rank (0) it is what ``plexhpc.start(plex_config)`` yields: ``ask``,
-    ``send``, ``spawn``, ``stop``, ``members``, ``resolve``... and the test body runs
-    there only. The other ranks serve the job's actors during the test and then report
-    the driver's outcome. Skipped (with the reason) unless pytest runs with
+    On the driver rank (0) it is the ``job`` of ``with plexhpc.start(plex_config) as
+    job:`` (``ask``, ``send``, ``spawn``, ``stop``, ``members``, ``resolve``...) and the
+    test body runs there only. The other ranks serve the job's actors during the test,
+    then report the driver's outcome. Skipped (with the reason) unless pytest runs with
     ``--with-mpi`` (pytest-mpi), as under ``mpiexec -n N python -m pytest --with-mpi``."""
     _require_mpi(request.config)
     run = _TestJob(request, _resolve_config(request, plex_config), tmp_path_factory)
     request.node.stash[_RUN] = run
-    node = run.setup()
-    yield node
+    driver = run.setup()
+    yield driver
     run.teardown()
 
 
 @pytest.fixture
-def plex(plex_node):
-    """:class:`~plexhpc.testing.PlexKit` around ``plex_node``: size-agnostic helpers
+def plex(plex_driver):
+    """:class:`~plexhpc.testing.PlexKit` around ``plex_driver``: size-agnostic helpers
     (``spawn_each``, ``last_rank``, ``ask_each``, ``stop_each``, ``wait_until``)."""
-    return PlexKit(plex_node)
+    return PlexKit(plex_driver)
 
 
 # ---------------------------------------------------------------------------- the job --
@@ -167,7 +167,7 @@ class _TestJob:
         self.options = dict(marker.kwargs) if marker is not None else {}
         self.sync = _session_sync(request.config)
         self.job = None
-        self.node = None
+        self.driver = None
         self.outcomes: list | None = None  # every rank's report, after the job
         self._restore = ExitStack()
 
@@ -192,7 +192,7 @@ class _TestJob:
             with _env(PLEXHPC_STATE_DIR=state_dir):
                 self.job = plexhpc.start(self.config, driver_rank=DRIVER_RANK,
                                          **self.options)
-                self.node = self.job.__enter__()  # serving ranks: the whole job
+                self.driver = self.job.__enter__()  # serving ranks: the whole job
         except Exception as exc:  # noqa: BLE001 - every rank must reach the meeting
             # on a serving rank the job has run by now: only a start-up failure (or a
             # bad config) is one in setup; anything else ended a running job
@@ -201,7 +201,7 @@ class _TestJob:
             else:
                 job_error = _describe(exc, self.rank)
         if self.is_driver and start_error is None:
-            return self.node  # the test runs; the meeting is at teardown
+            return self.driver  # the test runs; the meeting is at teardown
         self._restore.close()
         report = {"rank": self.rank, "start": start_error, "job": job_error, "test": None}
         self.outcomes = self._agree("end", report)
@@ -209,7 +209,7 @@ class _TestJob:
         if started:  # the job did not start: an error in setup, on every rank
             pytest.fail("plexhpc.testing: the job did not start:\n" + "\n".join(started),
                         pytrace=False)
-        return self.node
+        return self.driver
 
     def teardown(self):
         if not self.is_driver or self.outcomes is not None:

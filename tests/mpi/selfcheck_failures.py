@@ -14,7 +14,7 @@ def test_an_assert_fails(plex):
 
 
 def test_an_uncaught_remote_error_fails(plex):
-    plex.node.ask(plex.spawn(Echo, rank=plex.last_rank), "fail")
+    plex.driver.ask(plex.spawn(Echo, rank=plex.last_rank), "fail")
 
 
 def test_passes(plex):

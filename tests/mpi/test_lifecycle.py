@@ -10,23 +10,23 @@ pytestmark = [pytest.mark.mpi, pytest.mark.timeout(30)]
 
 
 def test_spawn_on_the_last_rank_by_name_then_stop(plex):
-    node = plex.node
+    driver = plex.driver
     aid = plex.spawn(Echo, name="worker", rank=plex.last_rank)
     assert aid == f"worker@{plex.last_rank}"
-    assert node.resolve("worker") == aid
+    assert driver.resolve("worker") == aid
     # another actor on the driver's rank finds it by name too
     helper = plex.spawn(Echo, rank=0)
-    assert node.ask(helper, "relay", {"to": "worker"})["id"] == aid
-    node.stop(aid)
+    assert driver.ask(helper, "relay", {"to": "worker"})["id"] == aid
+    driver.stop(aid)
     with pytest.raises(ActorNotFound):
-        node.ask(aid, "whoami")
+        driver.ask(aid, "whoami")
 
 
 def test_stop_runs_the_terminate_handler(plex):
     plex.spawn(Recorder, name="recorder", rank=0)
     reporter = plex.spawn(Reporter, rank=plex.last_rank)
-    plex.node.stop(reporter)
-    seen = plex.wait_until(lambda: plex.node.ask("recorder", "seen"),
+    plex.driver.stop(reporter)
+    seen = plex.wait_until(lambda: plex.driver.ask("recorder", "seen"),
                            what="the reporter's terminate handler")
     assert seen == [f"{reporter} stopped: normal"]
 
@@ -37,7 +37,7 @@ def test_spawn_each_then_stop_each(plex):
     plex.stop_each(ids)
     for aid in ids:
         with pytest.raises(ActorNotFound):
-            plex.node.ask(aid, "whoami")
+            plex.driver.ask(aid, "whoami")
 
 
 @pytest.mark.parametrize("round", [1, 2])

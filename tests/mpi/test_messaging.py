@@ -22,23 +22,23 @@ def test_the_driver_reaches_an_actor_on_every_rank(plex):
 def test_actors_ask_each_other_across_ranks(plex):
     first = plex.spawn(Echo, rank=0)
     last = plex.spawn(Echo, rank=plex.last_rank)
-    node = plex.node
-    assert node.ask(first, "relay", {"to": last})["rank"] == plex.last_rank
-    assert node.ask(last, "relay", {"to": first})["rank"] == 0
+    driver = plex.driver
+    assert driver.ask(first, "relay", {"to": last})["rank"] == plex.last_rank
+    assert driver.ask(last, "relay", {"to": first})["rank"] == 0
 
 
 def test_sends_from_the_driver_arrive_in_order_before_a_later_ask(plex):
     target = plex.spawn(Echo, rank=plex.last_rank)
     for i in range(20):
-        plex.node.send(target, "note", {"i": i})
-    assert plex.node.ask(target, "notes") == list(range(20))
+        plex.driver.send(target, "note", {"i": i})
+    assert plex.driver.ask(target, "notes") == list(range(20))
 
 
 def test_an_actor_sends_to_an_actor_on_another_rank(plex):
     sender = plex.spawn(Echo, rank=0)
     receiver = plex.spawn(Echo, rank=plex.last_rank)
-    assert plex.node.ask(sender, "tell", {"to": receiver, "count": 5}) == 5
-    notes = plex.wait_until(lambda: plex.node.ask(receiver, "notes") == list(range(5)),
+    assert plex.driver.ask(sender, "tell", {"to": receiver, "count": 5}) == 5
+    notes = plex.wait_until(lambda: plex.driver.ask(receiver, "notes") == list(range(5)),
                             what="5 notes at the receiver")
     assert notes
 
@@ -46,8 +46,8 @@ def test_an_actor_sends_to_an_actor_on_another_rank(plex):
 @pytest.mark.plexhpc_app({"app": {"name": "counters"}, "supervisor": {"children": [
     {"name": "c0", "class": "mpi_actors:Counter", "args": {"start": 10}},
     {"name": "c1", "class": "mpi_actors:Counter", "args": {"start": 20}}]}})
-def test_static_children_of_the_marker_app_answer_by_name(plex_node):
+def test_static_children_of_the_marker_app_answer_by_name(plex_driver):
     # round-robin placement: c1 lands on rank 1, or on rank 0 when there is one rank
-    assert plex_node.ask("c0", "add", {"n": 1}) == {"count": 11, "rank": 0}
-    assert plex_node.ask("c1", "add", {"n": 2}) == {"count": 22, "rank": 1 % plex_node.size}
-    assert plex_node.resolve("c1") == f"c1@{1 % plex_node.size}"
+    assert plex_driver.ask("c0", "add", {"n": 1}) == {"count": 11, "rank": 0}
+    assert plex_driver.ask("c1", "add", {"n": 2}) == {"count": 22, "rank": 1 % plex_driver.size}
+    assert plex_driver.resolve("c1") == f"c1@{1 % plex_driver.size}"
