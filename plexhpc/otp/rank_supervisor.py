@@ -48,6 +48,8 @@ class RankSupervision:
                      payload="child name: stopped from outside its supervisor")
         ops.register("sup_exit", self._on_exit, owner="supervision",
                      payload="(child name, abnormal, reason, generation): for rank 0's tree")
+        ops.register("sup_dynamic_exit", self._on_dynamic_exit, owner="supervision",
+                     payload="(rank, reason): that rank's dynamic supervisor gave up")
         ops.register("sup_cmd", lambda src, d, done, to: self.command(*d, done), asks=True,
                      owner="supervision", payload="(halt|start|remove, child name) -> None")
 
@@ -66,6 +68,10 @@ class RankSupervision:
     def _on_exit(self, _src, data) -> None:
         if self.tree is not None:
             self.tree.report(*data)
+
+    def _on_dynamic_exit(self, _src, data) -> None:
+        if self.tree is not None:
+            self.tree.dynamic_exit(*data)
 
     def _on_removed(self, _src, name) -> None:
         if self.tree is not None:
@@ -108,7 +114,10 @@ class RankSupervision:
             actor_log.critical(reason)
             cell.status = STOPPING
             cell.stop_reason = "restart intensity exceeded"
-            rt.lifecycle.request_shutdown(reason, 1)
+            if self.tree is not None:  # the root decides (it is on rank 0)
+                self.tree.dynamic_exit(self.rank, reason)
+            else:
+                rt.system.post(0, "sup_dynamic_exit", (self.rank, reason))
             return
         if decision != RESTART:
             cell.status = STOPPING

@@ -75,9 +75,10 @@ class DynamicSupervisor:
     ``simple_one_for_one`` under the root of the app's tree, with the root's intensity.
 
     A crashed ``permanent`` or ``transient`` child is restarted alone, a ``temporary`` one
-    is not. When the intensity is exceeded the supervisor gives up and, as the root's
-    child, takes the root with it: the job stops with status 1, the same escalation as
-    any supervisor of the tree at the root."""
+    is not. When the intensity is exceeded the supervisor gives up and exits; it is a
+    *significant* child of the root (OTP's ``auto_shutdown = any_significant``), so the
+    root (:meth:`SupervisionTree.dynamic_exit` on rank 0) stops too and the job ends
+    with status 1, as when any supervisor's escalation reaches the root."""
 
     strategy = "simple_one_for_one"
 
@@ -238,6 +239,17 @@ class SupervisionTree:
             self._queue.appendleft((sup.name, True, f"supervisor gave up: {text}", None))
             self._done()
         self._run(halt, up)
+
+    def dynamic_exit(self, rank: int, reason: str) -> None:
+        """Rank ``rank``'s dynamic supervisor gave up (its children crash faster than
+        its intensity allows). It is a significant child of the root: the root stops,
+        and with it the job, with status 1."""
+        if self.node.lifecycle.shutting_down:
+            return
+        text = (f"supervisor {self.root.name!r}: its significant child $dynamic@{rank} "
+                f"exited: {reason}")
+        log.critical(text)
+        self.node.lifecycle.request_shutdown(text, 1)
 
     def stop_all(self, then) -> None:
         """Job shutdown: every config child, in reverse start order across all ranks,
