@@ -46,8 +46,11 @@ class Doorbell:
                 buf, _ = self._win.Shared_query(i)
                 self._flags[w] = memoryview(buf).cast("B").cast("i")
         except Exception:  # noqa: BLE001 - no shared windows here: fall back to timed sleep
+            # the flags are views of the window's memory: drop them before anything
+            # can read freed memory through them
             self._win = None
             self._flags = {}
+            self._my_flag = None
         self._my_flag = self._flags.get(self.rank)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.bind(self._address(self.rank))
@@ -124,7 +127,12 @@ class Doorbell:
         except OSError:
             pass
 
-    def close(self) -> None:
+    def close(self, clean: bool = True) -> None:
+        """Release the socket, the shared window and the node-local communicator.
+
+        ``clean``: every rank of the job finished shutting down, so the window can be
+        freed (``Win.Free`` synchronizes the node's ranks: after an unclean end a peer
+        may never call it, and the window is left to ``MPI_Finalize`` instead)."""
         try:
             self._poller.unregister(self._sock.fileno())
         except (KeyError, ValueError, OSError):
@@ -133,9 +141,15 @@ class Doorbell:
         if self._win is not None:
             try:
                 self._win.Unlock_all()
+                if clean:
+                    self._win.Free()
             except Exception:  # noqa: BLE001 - at shutdown a peer may be gone
                 pass
+            # the flags are views of the window's memory: drop them before anything
+            # can read freed memory through them
             self._win = None
+            self._flags = {}
+            self._my_flag = None
         try:
             self._local.Free()
         except Exception:  # noqa: BLE001

@@ -453,7 +453,16 @@ class Node:
         deadline = _monotonic() + 2.0
         while self.transport.sends_in_flight and _monotonic() < deadline:
             self.transport.progress_sends()
-        self.doorbell.close()
+        clean = not self.lifecycle.unclean
+        self.doorbell.close(clean)
+        # each job duplicates its communicators: free them, or a process that runs
+        # many jobs (a test suite) runs out of MPI context ids after a few hundred.
+        # Comm_free is local in effect (pending operations complete first).
+        for comm in (self.group_comm, self.comm):
+            try:
+                comm.Free()
+            except Exception:  # noqa: BLE001 - at shutdown a peer may be gone
+                pass
         self.local_state.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
