@@ -22,6 +22,7 @@ from greenlet import getcurrent, greenlet
 from .. import errors as E
 from ..log import get_logger
 from ..runtime.cell import BLOCKED, STARTING, STOPPED, STOPPING
+from ..runtime.envelope import OP
 from ..runtime.executor import kill, run_terminate
 from .supervision import ESCALATE, RESTART, DynamicSupervisor
 
@@ -188,7 +189,7 @@ class RankSupervision:
             kill(g)
             if env is not None:  # the caller of the killed handler hears why at once
                 rt.executor.reply_error(env, E.ActorNotFound(
-                    f"actor {cell.id} was stopped ({reason}) while handling {env[3]!r}",
+                    f"actor {cell.id} was stopped ({reason}) while handling {env[OP]!r}",
                     actor=cell.id))
         if cell.status != STOPPED:
             cell.status = STARTING  # no messages run while it stops; they wait for it

@@ -18,7 +18,7 @@ from ..config import resolve_class
 from ..context import DEFAULT_CTX
 from ..log import get_logger
 from .cell import STARTING, STOPPED, STOPPING, ActorCell
-from .envelope import ASK
+from .envelope import ASK, KIND, OP
 
 __all__ = ["ActorTable", "narrow", "same_tenant"]
 
@@ -334,9 +334,9 @@ class ActorTable:
         executor = rt.executor
         while mb:
             env = mb.popleft()
-            if env[0] == ASK:
+            if env[KIND] == ASK:
                 executor.reply_error(env, E.ActorNotFound(
-                    f"actor {cell.id!r} stopped ({reason}) before handling {env[3]!r}",
+                    f"actor {cell.id!r} stopped ({reason}) before handling {env[OP]!r}",
                     actor=cell.id))
         waiters, cell.stop_waiters = cell.stop_waiters, None
         for w in waiters or ():

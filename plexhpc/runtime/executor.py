@@ -26,7 +26,7 @@ from .. import errors as E
 from ..actors import facets as facets_
 from ..log import get_logger
 from .cell import BLOCKED, DONE, RUNNING, STARTING, STOPPED, STOPPING
-from .envelope import ASK, REPLY, TERM
+from .envelope import ASK, REPLY, TERM, CORR, KIND, OP, PAYLOAD, REPLY_RANK, TO
 from . import envelope as env_
 
 __all__ = ["Executor", "LinkedExit", "BUDGET", "run_terminate", "kill"]
@@ -74,16 +74,16 @@ class Executor:
 
     def deliver(self, env) -> None:
         """Put a message addressed to this rank into its actor's mailbox."""
-        cell = self.cells.get(env[1])
+        cell = self.cells.get(env[TO])
         if cell is None or cell.status == STOPPED or self.closed:
-            if env[0] == ASK:
+            if env[KIND] == ASK:
                 if self.closed:
                     self.reply_error(env, E.NodeClosed(
-                        f"rank {self.rank} is shutting down; {env[1]!r} no longer takes "
+                        f"rank {self.rank} is shutting down; {env[TO]!r} no longer takes "
                         "messages"))
                 else:
                     self.reply_error(env, E.ActorNotFound(
-                        f"no actor {env[1]!r} on rank {self.rank}", actor=env[1]))
+                        f"no actor {env[TO]!r} on rank {self.rank}", actor=env[TO]))
             return
         mb = cell.mailbox
         if mb is None:
@@ -119,7 +119,7 @@ class Executor:
     # ---- replies -------------------------------------------------------------------
 
     def reply(self, env, value) -> None:
-        corr, rr = env[5], env[6]
+        corr, rr = env[CORR], env[REPLY_RANK]
         if rr == self.rank:
             self.pending.complete(corr, True, value)
         elif rr >= 0:
@@ -128,8 +128,8 @@ class Executor:
     def reply_error(self, env, exc, tb: str | None = None) -> None:
         """Answer ask ``env`` with ``exc``, in the one error wire format (class, message,
         rank, actor, op, traceback), on this rank or another."""
-        corr, rr = env[5], env[6]
-        wire = E.to_wire(exc, rank=self.rank, actor=env[1], op=env[3], tb=tb)
+        corr, rr = env[CORR], env[REPLY_RANK]
+        wire = E.to_wire(exc, rank=self.rank, actor=env[TO], op=env[OP], tb=tb)
         if rr == self.rank:
             self.pending.complete(corr, False, wire)
         elif rr >= 0:
@@ -144,7 +144,7 @@ class Executor:
             raise E.HostUsageError("defer_reply() works only while handling an ask "
                                    "(not a send, and only once per ask)")
         cell.current = None
-        return (env[5], env[6], env[1], env[3])
+        return (env[CORR], env[REPLY_RANK], env[TO], env[OP])
 
     def reply_to(self, token, ok: bool, value) -> None:
         """Answer a deferred ask: ``value`` (ok) or an error (any exception; it arrives as
@@ -273,6 +273,7 @@ class Executor:
             if rr == self.rank:
                 self.pending.complete(corr, True, result)
             else:
+                # envelope.reply, inlined on the hot path
                 self.transport.post(rr, (REPLY, None, None, None, result, corr, -1, None))
 
     def _crash_error(self, cell, op, exc):
@@ -287,14 +288,14 @@ class Executor:
 
     def _refuse(self, cell, env, exc) -> None:
         """A refused request: the asker gets the error; a cast's refusal is logged."""
-        if env[0] == ASK:
+        if env[KIND] == ASK:
             self.reply_error(env, exc)
         else:
-            actor_log.warning("%s: cast %r refused: %s", cell.id, env[3], exc)
+            actor_log.warning("%s: cast %r refused: %s", cell.id, env[OP], exc)
 
     def _builtin(self, cell, env) -> None:
         """Ops every actor answers without a handler of its own."""
-        kind, op, payload = env[0], env[3], env[4]
+        kind, op, payload = env[KIND], env[OP], env[PAYLOAD]
         if op == "__EXIT__" and isinstance(payload, dict):
             # a linked actor crashed and this one does not handle __EXIT__: it exits too
             self.on_crash(cell, LinkedExit(f"linked actor {payload.get('exit_from')} "

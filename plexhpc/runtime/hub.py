@@ -21,7 +21,7 @@ from greenlet import greenlet as _greenlet_type
 
 from .. import errors as E
 from ..log import get_logger
-from .envelope import ERROR, REPLY, SEND
+from .envelope import ERROR, REPLY, SEND, CORR, KIND, PAYLOAD, TO
 from .cell import RUNNING as A_RUNNING
 from .cell import STOPPED
 from .lifecycle import FINAL, RUNNING
@@ -113,9 +113,9 @@ class Hub:
         waiting = rt.pending.waiting
         single = len(batch) == 1
         for env in batch:
-            k = env[0]
+            k = env[KIND]
             if k <= SEND:
-                cell = cells.get(env[1])
+                cell = cells.get(env[TO])
                 if (single and cell is not None and cell.running is None
                         and cell.status == A_RUNNING and not cell.mailbox and not cell.queued
                         and not ex.closed):
@@ -128,15 +128,15 @@ class Hub:
                 else:
                     ex.deliver(env)
             elif k == REPLY:
-                w = waiting.pop(env[5], None)
+                w = waiting.pop(env[CORR], None)
                 if w is not None:
                     target = w[0]
                     if type(target) is _greenlet_type:
-                        ex.switch(target, (True, env[4]))  # resume the asker now
+                        ex.switch(target, (True, env[PAYLOAD]))  # resume the asker now
                     else:
-                        target(True, env[4])
+                        target(True, env[PAYLOAD])
             elif k == ERROR:
-                rt.pending.complete(env[5], False, env[4])
+                rt.pending.complete(env[CORR], False, env[PAYLOAD])
             else:
                 rt.system.dispatch(src, env)
 

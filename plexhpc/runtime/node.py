@@ -65,7 +65,7 @@ from .allocator import tune_allocator
 from .cell import BLOCKED
 from .current import current_node, set_current_node
 from .doorbell import Doorbell
-from .envelope import ASK, SEND, SYS
+from .envelope import ASK, SEND, SYS, CORR, KIND, OP, REPLY_RANK, TO
 from . import envelope as env_
 from .executor import Executor
 from .hub import Hub, IdlePolicy
@@ -442,10 +442,10 @@ class Node:
                  self.config.metrics_addr, port + self.rank)
 
     def _unsendable(self, dest, env, exc) -> None:
-        msg = (f"message {env[3]!r} to {env[1]!r} cannot be serialized for rank {dest}: "
+        msg = (f"message {env[OP]!r} to {env[TO]!r} cannot be serialized for rank {dest}: "
                f"{type(exc).__name__}: {exc}")
-        if env[0] in (ASK, SYS) and env[6] == self.rank and env[5]:
-            self.pending.complete(env[5], False, E.InvalidMessage(msg))
+        if env[KIND] in (ASK, SYS) and env[REPLY_RANK] == self.rank and env[CORR]:
+            self.pending.complete(env[CORR], False, E.InvalidMessage(msg))
         else:
             log.warning(msg)
 
