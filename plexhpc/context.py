@@ -20,8 +20,9 @@ from typing import NamedTuple
 
 from . import errors as E
 
-__all__ = ["RequestContext", "DEFAULT_CONTEXT", "DEFAULT_CTX", "make_context", "CAPABILITIES",
-           "check_capabilities", "require"]
+__all__ = ["RequestContext", "DEFAULT_CONTEXT", "DEFAULT_CTX", "SYSTEM_TENANT", "make_context",
+           "tenant_of", "is_system", "may_act_on", "CAPABILITIES", "check_capabilities",
+           "require"]
 
 
 class RequestContext(NamedTuple):
@@ -37,8 +38,10 @@ class RequestContext(NamedTuple):
         return (self.tenant, self.namespace)
 
 
+#: the tenant label of the job's own, tenant-less services; reserved: no caller can claim it
+SYSTEM_TENANT = "default"
 #: the context of messages no caller labelled (and of shared, tenant-less services)
-DEFAULT_CONTEXT = RequestContext("default", "default", "system")
+DEFAULT_CONTEXT = RequestContext(SYSTEM_TENANT, "default", "system")
 #: the same as the runtime carries it: contexts travel as plain tuples, which pickle
 #: natively (a namedtuple on the wire cost ~3 us per remote ask to reconstruct)
 DEFAULT_CTX = tuple(DEFAULT_CONTEXT)
@@ -62,15 +65,48 @@ def make_context(tenant: str | None = None, namespace: str | None = None,
                  principal: str | None = None) -> tuple | None:
     """A validated context (as the plain tuple the runtime carries) from a caller's
     keywords; None when none was given (the message then runs in the target's own
-    context)."""
+    context).
+
+    A context names a tenant: a namespace or principal without one is refused (it used
+    to fall into the system tenant), and so is the reserved tenant ``"default"``, which
+    is the job's own services' (claiming it would act as the system)."""
     if tenant is None and namespace is None and principal is None:
         return None
-    return (_label(tenant if tenant is not None else DEFAULT_CONTEXT.tenant,
-                                 "tenant"),
-                          _label(namespace if namespace is not None else "default",
-                                 "namespace"),
-                          _label(principal if principal is not None else "anonymous",
-                                 "principal"))
+    if tenant is None:
+        raise E.InvalidMessage(
+            f"a request context needs a tenant: namespace={namespace!r}, "
+            f"principal={principal!r} were given without one; pass tenant=...")
+    _label(tenant, "tenant")
+    if tenant == SYSTEM_TENANT:
+        raise E.InvalidMessage(
+            f"tenant {SYSTEM_TENANT!r} is reserved for the job's own services; a request "
+            f"without a tenant already runs as the system; name your tenant")
+    return (tenant,
+            _label(namespace if namespace is not None else "default", "namespace"),
+            _label(principal if principal is not None else "anonymous", "principal"))
+
+
+def tenant_of(ctx) -> str | None:
+    """The tenant a context acts for; None for the system (no context, or the default
+    context that the job's own services run in)."""
+    if ctx is None or ctx[0] == SYSTEM_TENANT:
+        return None
+    return ctx[0]
+
+
+def is_system(ctx) -> bool:
+    """True when ``ctx`` acts for the job itself, not for a tenant. Sound because no
+    caller can make a context with the reserved tenant (see :func:`make_context`)."""
+    return ctx is None or ctx[0] == SYSTEM_TENANT
+
+
+def may_act_on(ctx, owner_tenant: str | None) -> bool:
+    """May a caller acting in ``ctx`` use or change something owned by ``owner_tenant``
+    (None: owned by the system)? The system may act on everything; a tenant on its own
+    things only. Shared system services are reached by asking them (they then act in
+    the caller's context), not through this check."""
+    t = tenant_of(ctx)
+    return t is None or t == owner_tenant
 
 
 def check_capabilities(caps, where: str) -> frozenset | None:

@@ -15,7 +15,7 @@ from .. import errors as E
 from ..actors import facets as facets_
 from ..actors.spec import spec_of
 from ..config import resolve_class
-from ..context import DEFAULT_CTX
+from ..context import DEFAULT_CTX, may_act_on, tenant_of
 from ..log import get_logger
 from .cell import STARTING, STOPPED, STOPPING, ActorCell
 from .envelope import ASK, KIND, OP
@@ -40,7 +40,7 @@ def narrow(declared, parent):
 def same_tenant(ctx, target) -> bool:
     """May a caller acting in ``ctx`` act on ``target`` (stop it, link to it)? Within its
     tenant, or from the default (system) context."""
-    return ctx is None or ctx[0] == DEFAULT_CTX[0] or target.home_ctx[0] == ctx[0]
+    return may_act_on(ctx, tenant_of(target.home_ctx))
 
 
 class ActorTable:
