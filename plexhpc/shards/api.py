@@ -4,11 +4,19 @@ handle reach them through :mod:`plexhpc.actors.calls`).
 Every function runs on the node's loop and ends by calling ``done(ok, value)``.
 Replies say what happened (shards reached, responses counted, latencies), as the
 reference's benchmark expects.
+
+Each call acts for the caller's request context ``ctx``: it names groups within the
+caller's tenant (see :mod:`plexhpc.shards.groups`), and asks the shards in that context.
+``destroy`` and ``barrier`` take ``ctx`` too; a caller that does not pass it gets the
+context of the handler it runs in (none on a driver's thread: the system).
 """
 
 from __future__ import annotations
 
+from greenlet import getcurrent
+
 from .. import errors as E
+from ..actors.host_state import current_ctx
 from ..runtime.cell import check_message
 from .groups import AGGREGATIONS, aggregate
 
@@ -38,6 +46,19 @@ def _guard(done, fn):
         done(False, exc)
 
 
+#: "the caller did not say": take the context of the running handler
+CALLER = object()
+
+
+def caller_ctx(ctx=CALLER):
+    """``ctx`` as given, or, when not given, the context the running handler acts in
+    (None off a handler: the driver's thread, which acts as the system)."""
+    if ctx is not CALLER:
+        return ctx
+    cell = getattr(getcurrent(), "cell", None)
+    return current_ctx(cell) if cell is not None else None
+
+
 def check_op(op, call):
     """An op a caller may send: a str that is not one only the runtime sends."""
     if not isinstance(op, str) or not op:
@@ -52,14 +73,14 @@ def create(node, frm, spec, done, ctx=None, caps=None):
     node.shards.create(spec, done, ctx, caps)
 
 
-def destroy(node, frm, group_id, done):
-    node.shards.destroy(group_id, done)
+def destroy(node, frm, group_id, done, ctx=CALLER):
+    node.shards.destroy(group_id, done, caller_ctx(ctx))
 
 
 def route(node, frm, group_id, key, op, payload, timeout_ms, done, ctx=None):
     def go():
         check_op(op, "route")
-        _, aid = node.shards.route(group_id, key)
+        _, aid = node.shards.route(group_id, key, ctx)
         node.start_ask(aid, op, payload, timeout_ms, done, frm, ctx)
     _guard(done, go)
 
@@ -84,7 +105,7 @@ def scatter_gather(node, frm, spec, done, ctx=None):
     def go():
         _check(spec, ("group_id", "query", "aggregation", "min_responses", "timeout_ms"),
                "scatter_gather")
-        group = node.shards.get(spec.get("group_id"))
+        group = node.shards.get(spec.get("group_id"), ctx)
         query = spec.get("query")
         if not isinstance(query, dict) or not isinstance(query.get("op"), str):
             raise E.ShardGroupError("scatter_gather: query must be a dict with an 'op'")
@@ -131,7 +152,7 @@ def scatter_gather(node, frm, spec, done, ctx=None):
 def broadcast(node, frm, spec, done, ctx=None):
     def go():
         _check(spec, ("group_id", "message", "min_acks", "timeout_ms"), "broadcast_shard_group")
-        group = node.shards.get(spec.get("group_id"))
+        group = node.shards.get(spec.get("group_id"), ctx)
         message = spec.get("message")
         if not isinstance(message, dict) or not isinstance(message.get("op"), str):
             raise E.ShardGroupError("broadcast_shard_group: message must be a dict with an "
@@ -159,10 +180,12 @@ def broadcast(node, frm, spec, done, ctx=None):
     _guard(done, go)
 
 
-def barrier(node, frm, spec, done):
+def barrier(node, frm, spec, done, ctx=CALLER):
+    ctx = caller_ctx(ctx)
+
     def go():
         _check(spec, ("group_id", "timeout_ms"), "barrier_shard_group")
-        group = node.shards.get(spec.get("group_id"))
+        group = node.shards.get(spec.get("group_id"), ctx)
         timeout = _int(spec, "timeout_ms", 10000, 1)
 
         def on_results(results):
@@ -180,5 +203,5 @@ def barrier(node, frm, spec, done):
             done(True, reply)
 
         node.start_ask_many(group.shard_actor_ids, "__ping__", None, timeout,
-                            group.shard_count, frm, on_results)
+                            group.shard_count, frm, on_results, ctx)
     _guard(done, go)

@@ -163,7 +163,7 @@ class GroupReductions:
         ``ctx``: the caller's request context, which every shard's map op runs in."""
         node = self._node
         try:
-            plan = self._check(spec)
+            plan = self._check(spec, ctx)
             check_op(plan["map_function"]["op"], plan["kind"])
             check_op(plan["target"], plan["kind"])
             plan["ctx"] = ctx
@@ -179,7 +179,7 @@ class GroupReductions:
         else:
             node.system.post(0, "gred_req", plan)
 
-    def _check(self, spec) -> dict:
+    def _check(self, spec, ctx=None) -> dict:
         if not isinstance(spec, dict):
             raise E.ShardGroupError(f"reduce_shard_group takes a dict, got "
                                     f"{type(spec).__name__}")
@@ -188,7 +188,7 @@ class GroupReductions:
         if unknown:
             raise E.ShardGroupError(f"reduce_shard_group: unknown key(s) {sorted(unknown)}; "
                                     f"expected {sorted(allowed - {'all'})}")
-        group = self._node.shards.get(spec.get("group_id"))
+        group = self._node.shards.get(spec.get("group_id"), ctx)  # the tenant check
         mf = spec.get("map_function")
         if not isinstance(mf, dict) or not isinstance(mf.get("op"), str):
             raise E.ShardGroupError("map_function must be a dict with an 'op' (the query "
@@ -203,7 +203,8 @@ class GroupReductions:
         target = spec.get("target", "reduced")
         if not isinstance(target, str) or not target:
             raise E.ShardGroupError(f"target must be an op name, got {target!r}")
-        return {"group_id": group.group_id, "map_function": dict(mf), "reduction": reduction,
+        return {"group_id": group.group_id, "group_key": list(group.key),
+                "map_function": dict(mf), "reduction": reduction,
                 "timeout_ms": float(timeout), "all": bool(spec.get("all")), "target": target,
                 "kind": "all_reduce_shard_group" if spec.get("all") else "reduce_shard_group"}
 
@@ -254,7 +255,7 @@ class _Run:
                                           f"{self.owner._broken}")
             return
         try:
-            group = node.shards.get(plan["group_id"])
+            group = node.shards.by_key(plan["group_key"])  # checked where it entered
         except E.ShardGroupError:
             self._exchange(_EMPTY, 0, 0, None)  # destroyed meanwhile: nothing here
             return
