@@ -156,8 +156,12 @@ def test_gen_fsm_rejects_illegal_transitions_with_the_state(r):
 
 def test_workflow_query_during_run_and_resume_after_crash(r):
     assert r["wf_query_during_run"] == {"status": "running", "progress": 1}
+    # another tenant can neither query nor signal a run that is not its own
+    assert r["wf_query_other_tenant"] == "Rejected"
+    assert r["wf_signal_other_tenant"] == "Rejected"
     assert r["wf_second_run"] == "Rejected"  # an InvalidMessage
-    # the run acted for the tenant that started it, though another tenant queried it
+    # the run acted for the context that started it (the system), and the refused
+    # signal left no note
     assert r["wf_result"] == {"status": "completed", "done": [1, 1], "tenant": "default",
                               "notes": []}
     assert r["wf_crash"] == "RemoteError"

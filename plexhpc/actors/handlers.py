@@ -78,26 +78,63 @@ class HandlerSpec:
     def __post_init__(self):
         self.param_set = frozenset(self.params)
         self.required_set = frozenset(self.required)
+        self.receiver = _receiver_name(self.func)
 
     def bind(self, payload: dict | None) -> dict:
-        """The keyword arguments for this payload; :class:`InvalidMessage` if a required
-        one is missing. Extra keys are dropped unless the handler takes ``**kwargs``."""
+        """The keyword arguments for this payload, checked before the handler runs:
+        :class:`InvalidMessage` if it is not a dict, a required key is missing, or (for a
+        handler that takes ``**kwargs``) a key is not a str or names the instance
+        parameter (``self``), which would crash the call instead of reaching the handler.
+        Extra keys are dropped unless the handler takes ``**kwargs``."""
         if not payload:
             if self.required:
                 raise InvalidMessage(
                     f"op {self.op!r} requires payload keys {list(self.required)}; got none")
             return {}
+        if not isinstance(payload, dict):
+            raise InvalidMessage(
+                f"op {self.op!r} takes its arguments as a payload dict (keyword arguments); "
+                f"got a {type(payload).__name__}")
         if self.required_set and not self.required_set <= payload.keys():
             missing = [k for k in self.required if k not in payload]
             raise InvalidMessage(
-                f"op {self.op!r} requires payload keys {missing}; got {sorted(payload)}")
-        if self.takes_all or payload.keys() <= self.param_set:
+                f"op {self.op!r} requires payload keys {missing}; got {_keys(payload)}")
+        if self.takes_all:
+            for k in payload:
+                if type(k) is not str:
+                    raise InvalidMessage(
+                        f"op {self.op!r}: payload keys must be str (they become keyword "
+                        f"arguments), got {k!r}")
+            if self.receiver in payload:
+                raise InvalidMessage(
+                    f"op {self.op!r}: payload key {self.receiver!r} is reserved (it names "
+                    f"the actor instance); rename it")
+            return payload
+        if payload.keys() <= self.param_set:
             return payload
         return {k: payload[k] for k in self.params if k in payload}
 
     def invoke(self, instance: Any, payload: dict | None) -> Any:
         """Call the handler with the payload's keys as keyword arguments."""
         return self.func(instance, **self.bind(payload))
+
+
+def _keys(payload: dict) -> list:
+    """The payload's keys for an error message (sortable or not)."""
+    return sorted(map(repr, payload)) if not all(type(k) is str for k in payload) \
+        else sorted(payload)
+
+
+def _receiver_name(fn: Callable) -> str:
+    """The name of a handler's first parameter (the instance: ``self``)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return "self"
+    if params and params[0].kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                     inspect.Parameter.POSITIONAL_OR_KEYWORD):
+        return params[0].name
+    return "self"
 
 
 def signature_facts(fn: Callable, op: str) -> tuple[tuple, tuple, bool]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ..actors.handlers import CALL, CAST, HandlerSpec, StateField, signature_facts
 from ..actors.host_state import current_ctx
-from ..errors import InvalidMessage
+from ..errors import InvalidMessage, Rejected
 from ..log import get_logger
 from ..runtime.current import here
 from . import workflow as _wf
@@ -84,7 +84,12 @@ def _fan_in(op, handlers):
             if name in removed:
                 continue
             try:
-                h.invoke(self, payload)
+                kwargs = h.bind(payload)
+            except InvalidMessage as exc:  # the sender's mistake: not the handler's fault
+                log.warning("event %r refused by handler %s: %s", op, name, exc)
+                continue
+            try:
+                h.func(self, **kwargs)
             except Exception:  # noqa: BLE001 - OTP gen_event: drop the handler, go on
                 removed.append(name)
                 log.exception("event handler %s for %r raised; it is removed (the other "
@@ -104,17 +109,20 @@ def _fan_in(op, handlers):
 
 
 def _subscribe(self, subscriber: str, events=None) -> dict:
-    if not isinstance(subscriber, str) or "@" not in subscriber and not subscriber:
-        raise InvalidMessage(f"subscribe: subscriber must be an actor id or name, got "
-                             f"{subscriber!r}")
-    if events is not None and (isinstance(events, str) or not all(
+    if not isinstance(subscriber, str) or not subscriber:
+        raise Rejected(f"subscribe: subscriber must be an actor id or name, got "
+                       f"{subscriber!r}")
+    if events is not None and (not isinstance(events, (list, tuple)) or not all(
             isinstance(e, str) for e in events)):
-        raise InvalidMessage(f"subscribe: events must be a list of event names, got {events!r}")
+        raise Rejected(f"subscribe: events must be a list of event names, got {events!r}")
     self.event_subscribers[subscriber] = None if events is None else sorted(set(events))
     return {"status": "ok", "subscribers": len(self.event_subscribers)}
 
 
 def _unsubscribe(self, subscriber: str) -> dict:
+    if not isinstance(subscriber, str):
+        raise Rejected(f"unsubscribe: subscriber must be an actor id or name, got "
+                       f"{subscriber!r}")
     removed = self.event_subscribers.pop(subscriber, "missing") != "missing"
     return {"status": "ok", "removed": removed, "subscribers": len(self.event_subscribers)}
 
@@ -234,8 +242,9 @@ def _complete_workflow(spec) -> None:
             q = getattr(value, "__plex_query__", None)
             if q:
                 op = f"workflow_query:{q}"
-                wf.queries[q] = spec.handlers[op] = HandlerSpec(
-                    op, value, CALL, *signature_facts(value, op))
+                wf.queries[q] = HandlerSpec(op, value, CALL, *signature_facts(value, op))
+                spec.handlers[op] = HandlerSpec(op, _wf.guarded_query(q, wf.queries[q]),
+                                                CALL, (), (), True)
     if wf.run is None:
         raise TypeError(f"@workflow_actor {spec.cls.__qualname__} needs a @run_handler method")
     spec.handlers["workflow_run"] = HandlerSpec("workflow_run", _wf.start_run, CALL, (), (),

@@ -22,11 +22,13 @@ import uuid
 from greenlet import GreenletExit, getcurrent, greenlet
 
 from .. import errors as E
+from ..context import is_system
 from ..log import get_logger
 from ..runtime.current import here as _here
 from ..runtime.executor import kill
 
-__all__ = ["WorkflowRuns", "start_run", "status", "step", "resume_pending", "kill_run"]
+__all__ = ["WorkflowRuns", "start_run", "status", "step", "resume_pending", "kill_run",
+           "recorded_signal", "guarded_query"]
 
 log = get_logger("actor")
 
@@ -81,15 +83,36 @@ class Run:
         self.resumed = bool(done_steps)
 
 
+def _check_caller(cell, run, what: str) -> None:
+    """A run acts for whoever started it: only that tenant and namespace (or the system)
+    may signal or query it while it is in progress (``workflow_status`` hides it from
+    the others in the same way)."""
+    if run is None or run.g is None or is_system(cell.ctx):
+        return
+    if tuple(cell.ctx[:2]) != tuple(run.g.ctx[:2]):
+        raise E.Rejected(f"{what}: workflow {cell.id} has no run in progress for tenant "
+                         f"{cell.ctx[0]!r}, namespace {cell.ctx[1]!r}")
+
+
+def _bind(h, payload, what: str) -> dict:
+    """The handler's arguments, or Rejected saying what is wrong (never a crash)."""
+    try:
+        return h.bind(payload)
+    except E.InvalidMessage as exc:
+        raise E.Rejected(f"{what}: {exc}") from None
+
+
 def recorded_signal(name: str, h):
     """The handler of ``workflow_signal:<name>``: during a run, the signal is recorded
     (with the step it arrived before) and then handled, so a run replayed after a
-    crash sees it again at the same point."""
+    crash sees it again at the same point. Only the run's own tenant may signal it."""
     def handle(self, **payload):
         node, cell = _here()
         run = node.runs.get(cell.id)
+        _check_caller(cell, run, f"workflow_signal:{name}")
+        kwargs = _bind(h, payload, f"workflow_signal:{name}")
         before = run.next_step if run is not None else 0
-        result = h.invoke(self, payload)  # a signal that raises is not recorded
+        result = h.func(self, **kwargs)  # a signal that raises is not recorded
         run = node.runs.get(cell.id)
         if run is not None:
             run.n_signals += 1
@@ -103,6 +126,17 @@ def recorded_signal(name: str, h):
                           name, exc)
         return result
     handle.__name__ = f"signal:{name}"
+    return handle
+
+
+def guarded_query(name: str, h):
+    """The handler of ``workflow_query:<name>``: while a run is in progress, only the
+    tenant it runs for (or the system) may query it; bad arguments are refused."""
+    def handle(self, **payload):
+        node, cell = _here()
+        _check_caller(cell, node.runs.get(cell.id), f"workflow_query:{name}")
+        return h.func(self, **_bind(h, payload, f"workflow_query:{name}"))
+    handle.__name__ = f"query:{name}"
     return handle
 
 
@@ -136,8 +170,12 @@ def start_run(self, **payload):
         raise E.Rejected(f"workflow {cell.id} is already running {run.run_id!r}; query or "
                          "signal it, or wait for it to finish")
     run_id = payload.pop("run_id", None) or f"run-{uuid.uuid4().hex[:12]}"
-    if not isinstance(run_id, str):
-        raise E.Rejected(f"run_id must be a str, got {run_id!r}")
+    if not isinstance(run_id, str) or len(run_id) > 200 or not run_id.isprintable():
+        raise E.Rejected(f"run_id must be a printable str of at most 200 characters, got "
+                         f"{run_id!r}")
+    # the run handler's arguments are checked now, so a bad request is refused here
+    # instead of crashing the run (and counting against the actor's restart budget)
+    _bind(cell.spec.workflow.run, payload, "workflow_run")
     store = node.local_state.checkpoints
     if store.run_finished(_wf_key(cell), run_id) or store.steps(_wf_key(cell), run_id):
         raise E.Rejected(f"run_id {run_id!r} has been used already; give a new one (or "
@@ -272,6 +310,9 @@ def step(name: str, fn, *args, **kwargs):
 
 def status(self, run_id: str | None = None) -> dict:
     """Built-in ``workflow_status``: the current run, or a finished run's result."""
+    if run_id is not None and (not isinstance(run_id, str) or len(run_id) > 200):
+        raise E.Rejected(f"workflow_status: run_id must be a str of at most 200 "
+                         f"characters, got {run_id!r}")
     node, cell = _here()
     run = node.runs.get(cell.id)
     mine = list(cell.ctx[:2])  # runs of another tenant or namespace are not shown

@@ -235,9 +235,9 @@ class Executor:
             self._builtin(cell, env)
             return
         try:
-            if payload and (h.takes_all or payload.keys() <= h.param_set) and not (
+            if payload.__class__ is dict and payload.keys() <= h.param_set and not (
                     h.required_set and not h.required_set <= payload.keys()):
-                kwargs = payload  # the common case, without a call
+                kwargs = payload  # the common case, without a call: keys the handler names
             else:
                 kwargs = h.bind(payload)
         except E.InvalidMessage as exc:

@@ -273,12 +273,16 @@ def main():
 
         def runner():
             res["r"] = node.ask(p, "workflow_run", {"steps": 2, "gate": "go"},
-                                timeout_ms=20000, tenant="default")
+                                timeout_ms=20000)
         th = threading.Thread(target=runner)
         th.start()
         time.sleep(0.3)
-        # another tenant's query meanwhile must not change whom the run acts for
-        out["wf_query_during_run"] = node.ask(p, "workflow_query:status", **GLOBEX)
+        # the system may query the run; another tenant is refused and changes nothing
+        out["wf_query_during_run"] = node.ask(p, "workflow_query:status")
+        out["wf_query_other_tenant"] = type(err(lambda: node.ask(
+            p, "workflow_query:status", **GLOBEX))).__name__
+        out["wf_signal_other_tenant"] = type(err(lambda: node.ask(
+            p, "workflow_signal:note", {"text": "from globex"}, **GLOBEX))).__name__
         out["wf_second_run"] = type(err(lambda: node.ask(p, "workflow_run"))).__name__
         node.send(p, "workflow_run", {"steps": 1})  # a cast: refused, nothing recorded
         ts("write", ["go", 0], who=s0, ctx={})
