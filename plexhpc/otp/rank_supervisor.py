@@ -49,8 +49,6 @@ class RankSupervision:
                      payload="child name: stopped from outside its supervisor")
         ops.register("sup_exit", self._on_exit, owner="supervision",
                      payload="(child name, abnormal, reason, generation): for rank 0's tree")
-        ops.register("sup_dynamic_exit", self._on_dynamic_exit, owner="supervision",
-                     payload="(rank, reason): that rank's dynamic supervisor gave up")
         ops.register("sup_cmd", lambda src, d, done, to: self.command(*d, done), asks=True,
                      owner="supervision", payload="(halt|start|remove, child name) -> None")
 
@@ -70,17 +68,15 @@ class RankSupervision:
         if self.tree is not None:
             self.tree.report(*data)
 
-    def _on_dynamic_exit(self, _src, data) -> None:
-        if self.tree is not None:
-            self.tree.dynamic_exit(*data)
-
     def _on_removed(self, _src, name) -> None:
         if self.tree is not None:
             self.tree.removed.add(name)
 
     def stopped_from_outside(self, cell, reason) -> None:
         """A config child stopped other than by its supervisor (OTP's terminate_child):
-        the tree leaves it out of restarts until its supervisor itself starts again."""
+        the tree leaves it out of restarts until its supervisor itself starts again.
+        Any other actor that stopped leaves the dynamic supervisor."""
+        self.dynamic.forget(cell.id)
         if (self.is_config_child(cell) and reason != "removed by its supervisor"
                 and not self.rt.lifecycle.shutting_down):
             if self.tree is not None:
@@ -107,18 +103,16 @@ class RankSupervision:
             self._report_exit(cell.name, True, f"crashed in {where}: {type(exc).__name__}: "
                                                f"{exc}")
             return
-        decision = self.dynamic.on_crash(cell.restart if cell.supervised else "temporary",
-                                         time.monotonic())
+        decision = self.dynamic.on_crash(cell.id, cell.restart if cell.supervised
+                                         else "temporary", time.monotonic())
         if decision == ESCALATE:
-            reason = (f"{self.dynamic.escalation_reason()} on rank {self.rank}; last crash: "
-                      f"{cell.id} in {where}: {type(exc).__name__}: {exc}")
-            actor_log.critical(reason)
+            # past its own restart budget: this actor stops, the job goes on
+            reason = self.dynamic.give_up_reason(cell.id)
+            actor_log.error("%s; last crash in %s: %s: %s", reason, where,
+                            type(exc).__name__, exc)
             cell.status = STOPPING
-            cell.stop_reason = "restart intensity exceeded"
-            if self.tree is not None:  # the root decides (it is on rank 0)
-                self.tree.dynamic_exit(self.rank, reason)
-            else:
-                rt.system.post(0, "sup_dynamic_exit", (self.rank, reason))
+            cell.stop_reason = (f"restart intensity exceeded "
+                                f"({self.dynamic.budgets[cell.id].describe()})")
             return
         if decision != RESTART:
             cell.status = STOPPING

@@ -72,29 +72,49 @@ class RestartIntensity:
 
 class DynamicSupervisor:
     """The supervisor of the actors spawned at run time on one rank: OTP's
-    ``simple_one_for_one`` under the root of the app's tree, with the root's intensity.
+    ``simple_one_for_one`` under the root of the app's tree, with the root's intensity
+    counted *per child*.
 
     A crashed ``permanent`` or ``transient`` child is restarted alone, a ``temporary`` one
-    is not. When the intensity is exceeded the supervisor gives up and exits; it is a
-    *significant* child of the root (OTP's ``auto_shutdown = any_significant``), so the
-    root (:meth:`SupervisionTree.dynamic_exit` on rank 0) stops too and the job ends
-    with status 1, as when any supervisor's escalation reaches the root."""
+    is not. Each child has its own restart budget (``max_restarts`` within the window):
+    the actors of one tenant, or one actor fed bad requests by one caller, cannot use up
+    a budget that others share. A child that exceeds its budget is stopped (its monitors
+    and links hear "restart intensity exceeded ...") and the job goes on; it is not a
+    significant child. Budgets are made at a child's first crash and dropped when it
+    stops, so the actors that never crash cost nothing here."""
 
     strategy = "simple_one_for_one"
 
     def __init__(self, rank: int, max_restarts: int, window_s: float):
         self.name = f"$dynamic@{rank}"
-        self.intensity = RestartIntensity(max_restarts, window_s)
+        self.max_restarts = max_restarts
+        self.window_s = window_s
+        self.budgets: dict = {}   # actor id -> RestartIntensity, for those that crashed
+        self.gave_up = 0          # children stopped for exceeding their budget
 
-    def on_crash(self, restart_type: str, now: float) -> str:
-        """RESTART, STOP (a temporary child) or ESCALATE (intensity exceeded)."""
+    def on_crash(self, actor_id: str, restart_type: str, now: float) -> str:
+        """RESTART, or STOP (a temporary child, or one past its restart budget: then
+        :meth:`give_up_reason` says why)."""
         if restart_type == "temporary":
             return STOP
-        return ESCALATE if self.intensity.record(now) else RESTART
+        budget = self.budgets.get(actor_id)
+        if budget is None:
+            budget = self.budgets[actor_id] = RestartIntensity(self.max_restarts,
+                                                               self.window_s)
+        if budget.record(now):
+            self.gave_up += 1
+            return ESCALATE
+        return RESTART
 
-    def escalation_reason(self) -> str:
-        return (f"supervisor {self.name!r} ({self.strategy}): restart intensity exceeded "
-                f"({self.intensity.describe()})")
+    def give_up_reason(self, actor_id: str) -> str:
+        budget = self.budgets.get(actor_id)
+        what = budget.describe() if budget is not None else "budget exceeded"
+        return (f"supervisor {self.name!r} ({self.strategy}) stopped {actor_id}: restart "
+                f"intensity exceeded ({what})")
+
+    def forget(self, actor_id: str) -> None:
+        """The child stopped for good: drop its budget."""
+        self.budgets.pop(actor_id, None)
 
 
 class SupervisionTree:
@@ -239,17 +259,6 @@ class SupervisionTree:
             self._queue.appendleft((sup.name, True, f"supervisor gave up: {text}", None))
             self._done()
         self._run(halt, up)
-
-    def dynamic_exit(self, rank: int, reason: str) -> None:
-        """Rank ``rank``'s dynamic supervisor gave up (its children crash faster than
-        its intensity allows). It is a significant child of the root: the root stops,
-        and with it the job, with status 1."""
-        if self.node.lifecycle.shutting_down:
-            return
-        text = (f"supervisor {self.root.name!r}: its significant child $dynamic@{rank} "
-                f"exited: {reason}")
-        log.critical(text)
-        self.node.lifecycle.request_shutdown(text, 1)
 
     def stop_all(self, then) -> None:
         """Job shutdown: every config child, in reverse start order across all ranks,
