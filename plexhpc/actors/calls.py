@@ -25,7 +25,7 @@ from greenlet import getcurrent
 from .. import errors as E
 from ..context import require
 from ..otp.pool_calls import PoolCalls
-from ..runtime.cell import check_message
+from ..runtime.cell import check_message, check_ms
 from ..shards import api as shard_api
 from .host_state import current_ctx, scoped_group
 
@@ -90,8 +90,23 @@ class DriverCaller:
         if node.lifecycle.finished.is_set():
             raise E.NodeClosed(f"the node on rank {node.rank} has shut down: "
                                f"{node.lifecycle.reason}")
+        check_ms(timeout_ms)
         q: SimpleQueue = SimpleQueue()
-        node.hub.call_soon(lambda: start(lambda ok, value: q.put((ok, value))))
+
+        def put(ok, value):
+            q.put((ok, value))
+
+        def begin():
+            # what the call does on the hub must never take the hub down: an error
+            # there (a bad argument found late) is this caller's answer
+            try:
+                start(put)
+            except E.PlexError as exc:
+                put(False, exc)
+            except Exception as exc:  # noqa: BLE001
+                put(False, E.InvalidMessage(f"the call failed on rank {node.rank}: "
+                                            f"{type(exc).__name__}: {exc}"))
+        node.hub.call_soon(begin)
         deadline = _monotonic() + (timeout_ms + GRACE_MS) / 1000.0
         while True:
             try:
@@ -134,7 +149,7 @@ class Calls(PoolCalls):
         ``timeout_ms``); returns one entry per target, in order: the reply, or the
         exception that ask ended with (AskTimeout, RemoteError...)."""
         check_message(op, payload)
-        _positive_ms(timeout_ms, "timeout_ms")
+        check_ms(timeout_ms)
         c = self._caller()
         targets = list(targets)
         results = c.wait(lambda done: c.node.start_ask_many(
@@ -152,7 +167,7 @@ class Calls(PoolCalls):
         init handler has succeeded, raises if init failed."""
         c = self._caller()
         c.require("spawn")
-        _positive_ms(timeout_ms, "timeout_ms")
+        check_ms(timeout_ms)
         ref = c.node.actors.class_ref(actor_class)
         return c.wait(lambda done: c.node.actors.start_spawn(
             ref, name, rank, args, restart, done, c.ctx, c.caps, timeout_ms), timeout_ms)
@@ -163,7 +178,7 @@ class Calls(PoolCalls):
         ids when every init has succeeded (cheaper than ``count`` spawns)."""
         c = self._caller()
         c.require("spawn")
-        _positive_ms(timeout_ms, "timeout_ms")
+        check_ms(timeout_ms)
         ref = c.node.actors.class_ref(actor_class)
         return c.wait(lambda done: c.node.actors.start_spawn_many(
             ref, count, rank, args, done, c.ctx, c.caps, timeout_ms), timeout_ms)
@@ -241,13 +256,3 @@ class Calls(PoolCalls):
         c = self._caller()
         c.require("shards")
         return c
-
-
-def _positive_ms(value, what: str) -> float:
-    """A timeout in ms: a finite number > 0 and at most a week."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            0 < value <= 7 * 24 * 3600 * 1000.0):
-        raise E.InvalidMessage(f"{what} must be a number of milliseconds > 0 and at most a "
-                               f"week, got {value!r}")
-    return float(value)
-

@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import errors as E
 from ..context import make_context
-from ..runtime.cell import check_message
+from ..runtime.cell import check_message, check_ms
 from .calls import Calls, DriverCaller
 
 __all__ = ["Driver"]
@@ -67,6 +67,7 @@ class Driver(Calls):
         :class:`~plexhpc.errors.ActorNotFound`, or the error the handler raised (a
         plexhpc error as itself, anything else as :class:`~plexhpc.errors.RemoteError`)."""
         check_message(op, payload)
+        check_ms(timeout_ms)
         ctx = make_context(tenant, namespace, principal)
         node = self._node
         frm = self._caller_obj.frm

@@ -20,7 +20,7 @@ from ..context import DEFAULT_CTX, RequestContext, require
 from ..log import get_logger
 from ..otp.workflow import step as workflow_step
 from ..runtime import current as current_
-from ..runtime.cell import RESERVED_OPS, check_message
+from ..runtime.cell import MAX_MS, RESERVED_OPS, check_message, check_ms
 from .calls import Calls, HandlerCaller
 from .host_state import ChannelCalls, KVCalls, TupleSpaceCalls, current_ctx, scoped_group
 
@@ -29,7 +29,6 @@ __all__ = ["host", "Host"]
 _log = get_logger("actor")
 
 DEFAULT_TIMEOUT_MS = 5000
-_MAX_TIMEOUT_MS = 7 * 24 * 3600 * 1000.0
 
 _here = current_.here
 _check = check_message
@@ -40,13 +39,6 @@ def log_refusal(cell, actor, ok, value) -> None:
         _log.warning("%s: stop of %s refused: %s", cell.id, actor, value)
 
 
-def _finite(value, what: str) -> float:
-    """A timeout or delay in ms: a finite number >= 0, at most a week."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            0 <= value <= _MAX_TIMEOUT_MS):
-        raise ValueError(f"{what} must be a number of milliseconds between 0 and "
-                         f"{_MAX_TIMEOUT_MS:.0f} (a week), got {value!r}")
-    return float(value)
 
 
 class ProcessGroups:
@@ -123,9 +115,8 @@ class Host(Calls, KVCalls):
         if op.__class__ is not str or op in RESERVED_OPS or (
                 payload is not None and payload.__class__ is not dict):
             _check(op, payload)
-        if timeout_ms.__class__ is not int or not 0 < timeout_ms <= _MAX_TIMEOUT_MS:
-            if not _finite(timeout_ms, "timeout_ms"):
-                raise ValueError(f"timeout_ms must be > 0, got {timeout_ms!r}")
+        if timeout_ms.__class__ is not int or not 0 < timeout_ms <= MAX_MS:
+            check_ms(timeout_ms)
         g = getcurrent()
         cell = getattr(g, "cell", None)
         if cell is None:
@@ -162,7 +153,7 @@ class Host(Calls, KVCalls):
     def send_after(self, delay_ms: float, op: str, payload: dict | None = None) -> None:
         """Deliver ``op`` to this actor itself after ``delay_ms`` (a timer)."""
         _check(op, payload)
-        _finite(delay_ms, "delay_ms")
+        check_ms(delay_ms, "delay_ms", zero=True)
         node, cell = _here()
         require(cell, "timers")
         node.send_after(cell, delay_ms, op, payload)

@@ -72,3 +72,19 @@ def check_message(op, payload=None, where: str = "") -> None:
         raise E.InvalidMessage(f"{pre}payload for {op!r} must be a dict (or None), got "
                                f"{type(payload).__name__}")
 
+
+#: the longest timeout or delay any call takes (a week, in ms)
+MAX_MS = 7 * 24 * 3600 * 1000.0
+
+
+def check_ms(value, what: str = "timeout_ms", *, zero: bool = False) -> float:
+    """A timeout or delay in milliseconds: a finite number > 0 (``zero``: >= 0) and at
+    most a week; anything else (a bool, a str, NaN, infinity) is refused with
+    :class:`~plexhpc.errors.InvalidMessage` before it reaches a deadline heap."""
+    if value.__class__ is bool or not isinstance(value, (int, float)) or not (
+            (0 <= value if zero else 0 < value) and value <= MAX_MS):
+        raise E.InvalidMessage(
+            f"{what} must be a number of milliseconds {'>=' if zero else '>'} 0 and at most "
+            f"{MAX_MS:.0f} (a week), got {value!r}")
+    return float(value)
+

@@ -18,6 +18,7 @@ from collections import deque
 from greenlet import greenlet
 
 from .. import errors as E
+from .cell import MAX_MS, check_ms
 
 __all__ = ["PendingCalls"]
 
@@ -40,6 +41,9 @@ class PendingCalls:
     def add(self, waiter, to, op, timeout_ms: float) -> int:
         """Register a call; returns its ``corr``. It fails with AskTimeout after
         ``timeout_ms`` unless completed first."""
+        if (timeout_ms.__class__ is not int and timeout_ms.__class__ is not float) or not (
+                0 < timeout_ms <= MAX_MS):  # NaN fails this too: it would never expire
+            check_ms(timeout_ms)
         corr = self.next_corr()
         self.waiting[corr] = (waiter, to, op, timeout_ms)
         dq = self.deadlines.get(timeout_ms)

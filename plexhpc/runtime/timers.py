@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import time
+
+from .. import errors as E
 
 __all__ = ["Timers"]
 
@@ -24,7 +27,16 @@ class Timers:
         self._seq = itertools.count()
 
     def after(self, delay_s: float, fn) -> None:
-        """Run ``fn()`` on the hub once ``delay_s`` seconds have passed."""
+        """Run ``fn()`` on the hub once ``delay_s`` seconds have passed (a negative delay
+        is due now). A delay that is not a finite number is refused here, whoever asked:
+        a NaN deadline would compare false with every other one and stall the whole heap,
+        and with it every timer of the rank."""
+        if delay_s.__class__ is not float and (
+                delay_s.__class__ is bool or not isinstance(delay_s, (int, float))):
+            raise E.InvalidMessage(f"a timer delay must be a number of seconds, got "
+                                   f"{delay_s!r}")
+        if not math.isfinite(delay_s):
+            raise E.InvalidMessage(f"a timer delay must be finite, got {delay_s!r}")
         heapq.heappush(self.heap, (_monotonic() + delay_s, next(self._seq), fn))
 
     def next_deadline(self) -> float | None:
