@@ -20,7 +20,7 @@ from .. import errors as E
 from ..context import SYSTEM_TENANT, tenant_of
 
 __all__ = ["PoolCalls", "pool_actor_name", "pool_args", "check_pool_args", "POOL_MANAGER",
-           "check_checkout_timeout", "no_pool", "MAX_POOL_MS"]
+           "check_checkout_timeout", "no_pool", "MAX_POOL_MS", "tenant_manager_id"]
 
 #: the manager actor's class, by path (the pool module builds on ``host``, which builds
 #: on these calls: naming it keeps the layers free of a cycle)
@@ -37,6 +37,13 @@ def pool_actor_name(name: str, tenant: str | None = None) -> str:
     if tenant is None or tenant == SYSTEM_TENANT:
         return f"pool:{name}"
     return f"pool[{quote(tenant, safe='')}]:{name}"
+
+
+def tenant_manager_id(name: str, tenant: str) -> str:
+    """The actor id of a tenant's pool manager where tenants' names live in their own
+    namespace (the router's ``$<tenant>/<name>@<rank>``; tenant managers run on rank 0):
+    how the system, which sees only the global names, reaches it."""
+    return f"${tenant}/{pool_actor_name(name, tenant)}@0"
 
 
 def no_pool(name, tenant=None) -> E.ActorNotFound:
@@ -92,7 +99,7 @@ def _name(name) -> str:
 class PoolCalls:
     """Mixin giving ``create_pool``, ``pool_checkout``, ``pool_checkin``, ``pool_stats`` and
     ``destroy_pool`` to anything with ``ask(to, op, payload, timeout_ms)``,
-    ``spawn(cls, name=, args=, timeout_ms=)``, ``_check_actor_class(path)``,
+    ``spawn(cls, name=, args=, rank=, timeout_ms=)``, ``_check_actor_class(path)``,
     ``_require_pools()`` and ``_caller()`` (whose ``ctx`` is the caller's context)
     (:class:`~plexhpc.actors.calls.Calls` gives them)."""
 
@@ -103,8 +110,7 @@ class PoolCalls:
         """The owner of the pool a caller means: a tenant caller's own tenant; for the
         system, ``tenant`` (None: the system's own pools). False when a tenant caller
         names another tenant: that pool is unreachable for it."""
-        caller = getattr(self, "_caller", None)
-        mine = tenant_of(caller().ctx) if caller is not None else None
+        mine = tenant_of(self._caller().ctx)
         if tenant is not None:
             if not isinstance(tenant, str) or not tenant:
                 raise E.InvalidMessage(f"tenant must be a non-empty str, got {tenant!r}")
@@ -123,6 +129,12 @@ class PoolCalls:
         try:
             return self.ask(pool_actor_name(name, owner), op, payload, timeout_ms)
         except E.ActorNotFound:
+            if owner is None or owner == tenant_of(self._caller().ctx):
+                raise no_pool(name, owner) from None
+        # the system naming a tenant's pool whose name it cannot see: by the id
+        try:
+            return self.ask(tenant_manager_id(name, owner), op, payload, timeout_ms)
+        except E.ActorNotFound:
             raise no_pool(name, owner) from None
 
     def create_pool(self, name: str, actor_type: str, size: int = 2,
@@ -139,8 +151,9 @@ class PoolCalls:
             raise E.InvalidMessage(f"create_pool: {exc}") from None
         self._check_actor_class(actor_type)
         owner = self._pool_tenant(None)
+        # a tenant's manager runs on rank 0, so the system can reach it by its id too
         aid = self.spawn(POOL_MANAGER, name=pool_actor_name(name, owner), args=args,
-                         timeout_ms=120_000)
+                         rank=0 if owner is not None else None, timeout_ms=120_000)
         return self.ask(aid, "stats", None, 5000)
 
     def pool_checkout(self, name: str, timeout_ms: float = 5000, *,

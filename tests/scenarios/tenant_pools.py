@@ -61,7 +61,7 @@ def main():
             ("stats", None), ("checkout", {"timeout_ms": 100}),
             ("checkin", {"actor_id": lease[1]["actor_id"] if lease[0] == "ok" else "x",
                          "checkout_id": cid}),
-            ("destroy", None))} for to in ("pool:p", "pool[acme]:p")}
+            ("destroy", None))} for to in ("pool:p", "pool[acme]:p", "$acme/pool[acme]:p@0")}
         out["a_checkin"] = as_(A, "pool_checkin", "p", lease[1]["actor_id"], cid)[0] \
             if lease[0] == "ok" else lease
         out["a_stats"] = as_(A, "pool_stats", "p")
@@ -91,16 +91,14 @@ def main():
         out["bad"] = {
             "api_soon": as_(A, "pool_checkout", "p", timeout_ms="soon")[:3],
             "api_neg": as_(A, "pool_checkout", "p", timeout_ms=-1)[:2],
-            "raw_soon": safe(lambda: node.ask("pool[acme]:p", "checkout",
-                                              {"timeout_ms": "soon"})),
-            "raw_inf": safe(lambda: node.ask("pool[acme]:p", "checkout",
-                                             {"timeout_ms": float("inf")}))[:2],
-            "raw_bool": safe(lambda: node.ask("pool[acme]:p", "checkout",
-                                              {"timeout_ms": True}))[:2],
-            "raw_healthy": safe(lambda: node.ask("pool[acme]:p", "checkin", {
-                "actor_id": "x@0", "checkout_id": "y", "healthy": "yes"})),
-            "raw_ids": safe(lambda: node.ask("pool[acme]:p", "checkin", {
-                "actor_id": 5, "checkout_id": None})),
+            # A asking its own manager directly, past the pool calls' own checks
+            "raw_soon": raw(A, "pool[acme]:p", "checkout", {"timeout_ms": "soon"}),
+            "raw_inf": raw(A, "pool[acme]:p", "checkout", {"timeout_ms": float("inf")})[:2],
+            "raw_bool": raw(A, "pool[acme]:p", "checkout", {"timeout_ms": True})[:2],
+            "raw_healthy": raw(A, "pool[acme]:p", "checkin", {
+                "actor_id": "x@0", "checkout_id": "y", "healthy": "yes"}),
+            "raw_ids": raw(A, "pool[acme]:p", "checkin", {
+                "actor_id": 5, "checkout_id": None}),
         }
         out["busy_after_bad"] = as_(A, "pool_stats", "p")
         if held[0] == "ok":
