@@ -12,6 +12,10 @@ Why it looks like this (figures in ``docs/ARCHITECTURE.md``):
   once never deadlock. A request not complete at once is kept with its buffers until it is.
 - Only the node's loop thread calls into this module, and only on the runtime's own
   communicator, so user traffic on COMM_WORLD can never match these messages.
+- A batch that ``pickle.loads`` refuses (a payload that pickles on its sender but not
+  back on its receiver) costs nothing on the fast path: only then is it decoded again
+  envelope by envelope (:mod:`plexhpc.runtime.salvage`); the good envelopes are
+  delivered, and each one that cannot be rebuilt goes to ``on_undecodable``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ import pickle
 import struct
 
 from mpi4py import MPI
+
+from ..log import get_logger
+from .salvage import salvage
 
 __all__ = ["Transport", "TAG_BATCH", "TAG_HDR", "TAG_BUF"]
 
@@ -30,6 +37,8 @@ TAG_BUF = 103    # one out-of-band buffer
 _dumps = pickle.dumps
 _loads = pickle.loads
 _U64 = struct.Struct("<Q")
+
+log = get_logger("node")
 
 
 class Transport:
@@ -49,6 +58,7 @@ class Transport:
         self._rbuf = bytearray(1 << 16)
         self.on_unsendable = None         # callback(dest, envelope, exc)
         self.on_flushed = None            # callback(dest) after an early flush
+        self.on_undecodable = None        # callback(src, envelope or None, reason)
         self.batch_max = 256
         self.batches_sent = 0
         self.batches_received = 0
@@ -93,6 +103,11 @@ class Transport:
                 except Exception as exc:  # noqa: BLE001 - reported to the sender
                     if self.on_unsendable is not None:
                         self.on_unsendable(dest, env, exc)
+
+    def send_now(self, dest: int, batch: list) -> None:
+        """Send ``batch`` to ``dest`` at once, past the outbox (the last-resort path:
+        nothing queued before it needs to pickle for it to leave)."""
+        self._send_batch(dest, batch)
 
     def _keep_large(self, pb) -> bool:
         """pickle's buffer_callback: True keeps a buffer in-band (small), False sends it
@@ -197,7 +212,10 @@ class Transport:
                     if count <= (1 << 22):
                         self._rbuf = buf
                 msg.Recv(buf)
-                batch = _loads(buf)  # pickle ignores the stale bytes after STOP
+                try:
+                    batch = _loads(buf)  # pickle ignores the stale bytes after STOP
+                except Exception as exc:  # noqa: BLE001 - one bad payload, not the rank
+                    batch = self._salvaged(src, buf, None, exc)
             elif tag == TAG_HDR:
                 head = bytearray(count)
                 msg.Recv([head, count, MPI.BYTE])
@@ -208,10 +226,35 @@ class Transport:
                     b = MPI.buffer.allocate(size)
                     comm.Recv([b, size, MPI.BYTE], src, TAG_BUF)
                     bufs.append(b)
-                batch = _loads(memoryview(head)[8 + 8 * nbuf:], buffers=bufs)
-            else:  # pragma: no cover - nothing else is sent on this communicator
-                raise RuntimeError(f"plexhpc transport: unexpected tag {tag} from rank {src}")
+                stream = memoryview(head)[8 + 8 * nbuf:]
+                try:
+                    batch = _loads(stream, buffers=bufs)
+                except Exception as exc:  # noqa: BLE001 - one bad payload, not the rank
+                    batch = self._salvaged(src, stream, bufs, exc)
+            else:  # nothing else is sent on this communicator: drop it, say so
+                msg.Recv([bytearray(max(count, 1)), count, MPI.BYTE])
+                log.error("rank %d: dropped a message with unexpected tag %d from rank %d",
+                          self.rank, tag, src)
+                n += 1
+                continue
             self.batches_received += 1
             n += 1
             deliver(src, batch)
         return n
+
+    def _salvaged(self, src: int, data, buffers, exc) -> list:
+        """The envelopes of a batch ``pickle.loads`` refused that can be rebuilt, in
+        batch order, to deliver as usual. Each one that cannot (or the whole batch, if
+        its stream is broken) is first handed to ``on_undecodable(src, envelope or
+        None, reason)``, which answers or logs it."""
+        good = []
+        for env, reason in salvage(data, buffers, exc):
+            if reason is None:
+                good.append(env)
+                continue
+            if self.on_undecodable is not None:
+                self.on_undecodable(src, env, reason)
+            else:
+                log.error("rank %d: a message from rank %d could not be unpickled: %s",
+                          self.rank, src, reason)
+        return good
