@@ -6,6 +6,13 @@ timers, progress background MPI requests, expire asks, flush outgoing batches, a
 advance start-up or shutdown. With nothing to do the rank spins briefly (noticing a
 reply within microseconds), yields its core, and then sleeps on its doorbell until a
 peer rings it, a timer is due or ``max_sleep_s`` passes.
+
+No message ends the loop: delivery is guarded per envelope (one that raises is logged,
+and answered if it was an ask; the rest of its batch is delivered), and an envelope the
+transport could not unpickle is answered with ``InvalidMessage`` (an ask, a reply) or
+dropped with a log line (a cast). An exception that escapes the loop anyway is the last
+resort of :mod:`plexhpc.runtime.fatal`: the job is told, and the rank exits in bounded
+time.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from greenlet import greenlet as _greenlet_type
 
 from .. import errors as E
 from ..log import get_logger
-from .envelope import ERROR, REPLY, SEND, CORR, KIND, PAYLOAD, TO
+from . import envelope as env_
+from .envelope import ASK, ERROR, REPLY, SEND, SYS, CORR, KIND, PAYLOAD, TO
+from .fatal import fail_rank
 from .cell import RUNNING as A_RUNNING
 from .cell import STOPPED
 from .lifecycle import FINAL, RUNNING
@@ -65,6 +74,7 @@ class Hub:
         self.thread = None               # the hub's thread when it runs in the background
         self.greenlet = None
         self._signal = 0
+        rt.transport.on_undecodable = self.on_undecodable
 
     # ---- from other threads --------------------------------------------------------
 
@@ -107,43 +117,131 @@ class Hub:
     # ---- receiving -----------------------------------------------------------------
 
     def on_batch(self, src: int, batch) -> None:
+        """Deliver a batch from rank ``src``, envelope by envelope. One that raises is
+        reported (:meth:`undeliverable`) and the rest of the batch is still delivered."""
         rt = self.rt
         ex = rt.executor
         cells = ex.cells
         waiting = rt.pending.waiting
         single = len(batch) == 1
-        for env in batch:
-            k = env[KIND]
-            if k <= SEND:
-                cell = cells.get(env[TO])
-                if (single and cell is not None and cell.running is None
-                        and cell.status == A_RUNNING and not cell.mailbox and not cell.queued
-                        and not ex.closed):
-                    # fast path: an idle actor runs the message now, skipping the queue
-                    mb = cell.mailbox
-                    if mb is None:
-                        cell.mailbox = mb = deque()
-                    mb.append(env)
-                    ex.dispatch(cell)
-                else:
-                    ex.deliver(env)
-            elif k == REPLY:
-                w = waiting.pop(env[CORR], None)
-                if w is not None:
-                    target = w[0]
-                    if type(target) is _greenlet_type:
-                        ex.switch(target, (True, env[PAYLOAD]))  # resume the asker now
+        env = None
+        while True:
+            try:
+                for env in batch:
+                    k = env[KIND]
+                    if k <= SEND:
+                        cell = cells.get(env[TO])
+                        if (single and cell is not None and cell.running is None
+                                and cell.status == A_RUNNING and not cell.mailbox
+                                and not cell.queued and not ex.closed):
+                            # fast path: an idle actor runs the message now, skipping
+                            # the queue
+                            mb = cell.mailbox
+                            if mb is None:
+                                cell.mailbox = mb = deque()
+                            mb.append(env)
+                            ex.dispatch(cell)
+                        else:
+                            ex.deliver(env)
+                    elif k == REPLY:
+                        w = waiting.pop(env[CORR], None)
+                        if w is not None:
+                            target = w[0]
+                            if type(target) is _greenlet_type:
+                                ex.switch(target, (True, env[PAYLOAD]))  # resume the asker
+                            else:
+                                target(True, env[PAYLOAD])
+                    elif k == ERROR:
+                        rt.pending.complete(env[CORR], False, env[PAYLOAD])
                     else:
-                        target(True, env[PAYLOAD])
-            elif k == ERROR:
-                rt.pending.complete(env[CORR], False, env[PAYLOAD])
+                        rt.system.dispatch(src, env)
+                return
+            except Exception as exc:  # noqa: BLE001 - one envelope's failure, reported
+                self.undeliverable(src, env, exc)
+                for i, e in enumerate(batch):
+                    if e is env:
+                        batch = batch[i + 1:]
+                        break
+                else:  # cannot tell where it failed: the rest is lost, said in the log
+                    return
+
+    def undeliverable(self, src: int, env, exc: BaseException) -> None:
+        """Delivering ``env`` from rank ``src`` raised ``exc``: log it with the traceback
+        and answer the asker, if there is one, with RemoteError naming the op."""
+        rank = self.rt.rank
+        try:
+            what = env_.describe(env)
+        except Exception:  # noqa: BLE001 - a malformed envelope
+            what = repr(env)[:200]
+        log.error("rank %d: delivering %s from rank %d failed; the rest of its batch is "
+                  "delivered", rank, what, src, exc_info=exc)
+        try:
+            kind, to, _frm, op, _payload, corr, rr, _ctx = env
+            if kind in (ASK, SYS) and corr and type(rr) is int and rr >= 0:
+                err = E.RemoteError(
+                    f"rank {rank} could not deliver {op!r} to {to!r}: "
+                    f"{type(exc).__name__}: {exc}", remote_type=type(exc).__name__,
+                    remote_message=str(exc))
+                self._answer_error(rr, corr, err, to, op)
+        except Exception:  # noqa: BLE001 - reporting must not fail the loop
+            log.exception("rank %d: could not answer the undeliverable %s", rank, what)
+
+    def on_undecodable(self, src: int, env, reason: str) -> None:
+        """The transport could not unpickle ``env`` from rank ``src`` (None: a whole
+        batch). An ask is answered with InvalidMessage, a reply completes its ask with
+        InvalidMessage, a cast is dropped; each is logged naming what and why."""
+        rt = self.rt
+        rank = rt.rank
+        try:
+            if env is None:
+                log.error("rank %d: a batch from rank %d could not be unpickled and is "
+                          "lost (its asks end at their timeouts): %s", rank, src, reason)
+                return
+            kind, to, frm, op, _payload, corr, rr, _ctx = env
+            if kind in (REPLY, ERROR):
+                w = rt.pending.waiting.get(corr)
+                if w is None:
+                    log.warning("rank %d: a late reply from rank %d could not be unpickled "
+                                "(dropped): %s", rank, src, reason)
+                    return
+                what = "reply" if kind == REPLY else "error"
+                msg = (f"the {what} to {w[2]!r} from {w[1]!r} could not be unpickled on "
+                       f"rank {rank}: {reason}")
+                log.error(msg)
+                rt.pending.complete(corr, False, E.InvalidMessage(msg))
+                return
+            target = to if to is not None else f"$node@{rank}"
+            msg = (f"the payload of {op!r} to {target!r} from {frm!r} could not be "
+                   f"unpickled on rank {rank}: {reason}")
+            if kind in (ASK, SYS) and corr and type(rr) is int and rr >= 0:
+                log.warning(msg)
+                self._answer_error(rr, corr, E.InvalidMessage(msg), to, op)
             else:
-                rt.system.dispatch(src, env)
+                log.error("%s (a cast: dropped)", msg)
+        except Exception:  # noqa: BLE001 - reporting must not fail the loop
+            log.exception("rank %d: could not report an undecodable message from rank %d",
+                          rank, src)
+
+    def _answer_error(self, rr: int, corr: int, err, to, op) -> None:
+        rt = self.rt
+        wire = E.to_wire(err, rank=rt.rank, actor=to, op=op)
+        if rr == rt.rank:
+            rt.pending.complete(corr, False, wire)
+        else:
+            rt.transport.post(rr, env_.error(corr, wire))
 
     # ---- the loop ------------------------------------------------------------------
 
     def run(self) -> None:
-        """Run until this rank's shutdown completes."""
+        """Run until this rank's shutdown completes. An exception out of the loop is the
+        last resort (:func:`~plexhpc.runtime.fatal.fail_rank`): logged with the rank,
+        told to every other rank, and the rank ends within a bound."""
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - the job must end, not hang
+            fail_rank(self.rt, exc)
+
+    def _loop(self) -> None:
         rt = self.rt
         self.greenlet = getcurrent()
         rt.executor.hub = self.greenlet

@@ -15,6 +15,10 @@ actor, a signal or a failure) is broadcast and goes:
    ``stopped`` and waits for theirs (``stop_timeout_s``), so no rank leaves while a
    peer still sends to it.
 4. ``DONE``: the loop has ended.
+
+A rank whose loop fails (:mod:`plexhpc.runtime.fatal`) tells the others ``job_failed``:
+each fails its calls to that rank at once, counts it as stopped, and shuts down with
+status 1 and the message naming the rank and the cause; nothing more is sent to it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from ..log import get_logger
 from .cell import STOPPED, STOPPING
 from .executor import kill
 
-__all__ = ["Lifecycle", "STARTING", "RUNNING", "DRAINING", "FINAL", "DONE"]
+__all__ = ["Lifecycle", "STARTING", "RUNNING", "DRAINING", "FINAL", "DONE", "JOB_FAILED"]
 
 log = get_logger("node")
 
@@ -35,6 +39,9 @@ log = get_logger("node")
 STARTING, RUNNING, DRAINING, FINAL, DONE = range(5)
 
 _monotonic = time.monotonic
+
+#: the system op by which a failing rank tells the others (payload: the message)
+JOB_FAILED = "job_failed"
 
 
 class Lifecycle:
@@ -51,6 +58,7 @@ class Lifecycle:
         self.reason = ""              # why the job shuts down
         self.start_error: str | None = None
         self.unclean = False          # a peer did not finish shutting down in time
+        self.failed_ranks: set = set()  # ranks whose loop failed (sent job_failed)
         self.started = threading.Event()
         self.finished = threading.Event()
         self.on_started: list = []    # callbacks once every rank is running
@@ -72,6 +80,9 @@ class Lifecycle:
                      payload="None: the sender has stopped its actors (final phase)")
         ops.register("tree_stopped", self._on_tree_stopped, owner="lifecycle",
                      payload="None: rank 0 has stopped the supervision tree")
+        ops.register(JOB_FAILED, self._on_job_failed, owner="lifecycle",
+                     payload="message 'job failed: rank R: cause': the sender's loop "
+                             "failed and it is exiting")
 
     @property
     def shutting_down(self) -> bool:
@@ -151,11 +162,50 @@ class Lifecycle:
         self.drain_deadline = _monotonic() + self.rt.config.drain_timeout_s
         self.started.set()
         if broadcast:
-            self.rt.system.broadcast("shutdown", (reason, exit_code))
+            self._tell_others("shutdown", (reason, exit_code))
 
     def _on_shutdown(self, _src, data) -> None:
         reason, code = data
         self.request_shutdown(reason, code, broadcast=False)
+
+    def fail(self, message: str) -> None:
+        """This rank's loop failed: the job ends with status 1 and ``message``, uncleanly
+        (no collective clean-up: the peers may be gone)."""
+        self.exit_code = max(self.exit_code, 1)
+        self.reason = message
+        self.unclean = True
+        if self.phase == STARTING:
+            self.start_error = message
+        self.started.set()
+
+    def _on_job_failed(self, src, data) -> None:
+        """Rank ``src``'s loop failed and it is exiting: fail the calls waiting on it,
+        stop waiting for it, and shut this rank down with status 1 and its message."""
+        message = data if isinstance(data, str) else f"job failed: rank {src}: {data!r}"
+        log.error("rank %d: %s; shutting down", self.rank, message)
+        self.failed_ranks.add(src)
+        self.unclean = True
+        self._stopped_peers.add(src)  # it will never say stopped
+        if self.phase == STARTING:
+            self.start_error = message
+        pending = self.rt.pending
+        suffix = f"@{src}"
+        state_there = self.rt.config.state.rank == src
+        for corr, w in list(pending.waiting.items()):
+            to = w[1]
+            if isinstance(to, str) and (to.endswith(suffix) or (state_there
+                                                                 and to == "$state")):
+                pending.complete(corr, False, E.JobFailed(message, exit_code=1))
+        if src == 0:
+            self._on_tree_stopped(src, None)  # rank 0 will not stop the tree
+        self.request_shutdown(message, 1, broadcast=False)
+
+    def _tell_others(self, op: str, data=None) -> None:
+        """A system cast to every other rank whose loop has not failed."""
+        system = self.rt.system
+        for r in range(self.size):
+            if r != self.rank and r not in self.failed_ranks:
+                system.post(r, op, data)
 
     def _on_stopped(self, src, _data) -> None:
         self._stopped_peers.add(src)
@@ -191,8 +241,13 @@ class Lifecycle:
 
     def _begin_stop(self) -> None:
         """Drained: the supervision tree first (rank 0 drives it), then this rank's
-        other actors. A rank that hears nothing from rank 0 in time goes on by itself."""
+        other actors. A rank that hears nothing from rank 0 in time goes on by itself.
+        After a rank's loop failed there is no tree to stop together: each rank stops
+        its own actors at once."""
         rt = self.rt
+        if self.failed_ranks:
+            self._stop_in_order()
+            return
         if rt.tree is not None:
             def tree_done():
                 rt.system.broadcast("tree_stopped")
@@ -269,7 +324,7 @@ class Lifecycle:
         self._stop_all()
         self.phase = FINAL
         self.rt.executor.closed = True
-        self.rt.system.broadcast("stopped")
+        self._tell_others("stopped")
         self._stopped_peers.add(self.rank)
         self.final_deadline = _monotonic() + self.stop_timeout_s
 
