@@ -46,8 +46,11 @@ DEFAULT_CONTEXT = RequestContext(SYSTEM_TENANT, "default", "system")
 #: natively (a namedtuple on the wire cost ~3 us per remote ask to reconstruct)
 DEFAULT_CTX = tuple(DEFAULT_CONTEXT)
 
-#: host facilities an actor may be granted
-CAPABILITIES = ("kv", "ts", "channel", "spawn", "shards", "pools", "timers", "http")
+#: host facilities an actor may be granted: ``lifecycle`` is ``host.shutdown`` (ending
+#: the whole job), ``monitor`` is ``host.monitor`` and ``host.link``, ``metrics`` is
+#: asking other actors for ``__metrics__``
+CAPABILITIES = ("kv", "ts", "channel", "spawn", "shards", "pools", "timers", "http",
+                "lifecycle", "monitor", "metrics")
 
 _MAX_LEN = 128
 

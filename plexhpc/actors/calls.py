@@ -207,7 +207,7 @@ class Calls(PoolCalls):
     def destroy_shard_group(self, group_id: str) -> dict:
         """Stop every shard of the group and forget it on every rank."""
         c = self._shard_caller()
-        return c.wait(lambda done: shard_api.destroy(c.node, c.frm, group_id, done), 60000)
+        return c.wait(lambda done: shard_api.destroy(c.node, c.frm, group_id, done, c.ctx), 60000)
 
     def route(self, group_id: str, key, op: str, payload: dict | None = None,
               timeout_ms: float = 5000):
@@ -234,7 +234,7 @@ class Calls(PoolCalls):
     def barrier_shard_group(self, spec: dict) -> dict:
         """Return once every shard has handled everything sent to it before."""
         c = self._shard_caller()
-        return c.wait(lambda done: shard_api.barrier(c.node, c.frm, spec, done),
+        return c.wait(lambda done: shard_api.barrier(c.node, c.frm, spec, done, c.ctx),
                       spec_timeout(spec, 10000))
 
     def reduce_shard_group(self, spec: dict) -> dict:

@@ -16,7 +16,7 @@ from typing import Any
 from greenlet import getcurrent
 
 from .. import errors as E
-from ..context import DEFAULT_CTX, RequestContext, require
+from ..context import DEFAULT_CTX, RequestContext, is_system, require
 from ..log import get_logger
 from ..otp.workflow import step as workflow_step
 from ..runtime import current as current_
@@ -121,6 +121,8 @@ class Host(Calls, KVCalls):
         cell = getattr(g, "cell", None)
         if cell is None:
             _here()  # raises the usage error
+        if op == "__metrics__":
+            require(cell, "metrics")
         return current_.current_node().ask_from_actor(cell, to, op, payload, timeout_ms,
                                                        g.ctx or cell.ctx)
 
@@ -135,8 +137,8 @@ class Host(Calls, KVCalls):
         """Answer a deferred ask with ``value``, or make the caller raise ``error``
         (a plexhpc error arrives as its own class, any other exception as RemoteError
         naming its type; a TimeoutError as RemoteTimeout)."""
-        node, _ = _here()
-        node.reply_to(token, error is None, value if error is None else error)
+        node, cell = _here()
+        node.reply_to(token, error is None, value if error is None else error, cell.id)
 
     def send(self, to: str, op: str, payload: dict | None = None) -> None:
         """Fire-and-forget ``op`` to ``to``. An unknown name raises; a message to an
@@ -167,6 +169,7 @@ class Host(Calls, KVCalls):
         ``{down_from, monitor_ref, down_reason}`` when it stops for any reason. Returns
         the monitor ref."""
         node, cell = _here()
+        require(cell, "monitor")
         return node.links.monitor(cell, actor)
 
     def demonitor(self, ref: str) -> bool:
@@ -179,6 +182,7 @@ class Host(Calls, KVCalls):
         ``__EXIT__`` cast ``{exit_from, exit_reason}``, or crashes too if it has no
         ``__EXIT__`` handler. Normal stops are not propagated."""
         node, cell = _here()
+        require(cell, "monitor")
         node.links.link(cell, actor)
 
     def unlink(self, actor: str) -> None:
@@ -234,8 +238,20 @@ class Host(Calls, KVCalls):
         node.exit_actor(cell, reason)
 
     def shutdown(self, reason: str = "requested by an actor", exit_code: int = 0) -> None:
-        """Shut the whole job down gracefully (every rank drains and stops)."""
+        """Shut the whole job down gracefully (every rank drains and stops). Needs the
+        ``lifecycle`` capability, and acting for the system: a handler serving a tenant's
+        request cannot end everyone's job."""
         node, cell = _here()
+        require(cell, "lifecycle")
+        ctx = current_ctx(cell)
+        if not is_system(ctx):
+            raise E.CapabilityDenied(
+                f"{cell.id} is handling a request of tenant {ctx[0]!r}: a tenant's request "
+                f"cannot shut the job down", capability="lifecycle")
+        if not isinstance(reason, str) or exit_code.__class__ is not int or not (
+                0 <= exit_code <= 255):
+            raise E.InvalidMessage(f"shutdown takes a reason (str) and an exit code 0..255, "
+                                   f"got {reason!r}, {exit_code!r}")
         node.request_shutdown(f"{reason} ({cell.id})", exit_code)
 
     # ---- logging ----------------------------------------------------------------------

@@ -4,8 +4,9 @@ A monitor is held by the watching actor (``cell.watching``: ref -> target) and r
 on the watched one (``cell.monitors``: ref -> watcher); whichever rank the watched actor
 lives on sends exactly one ``__DOWN__`` per monitor when it stops for any reason. Links
 are recorded on both sides; an abnormal exit sends ``__EXIT__`` to every peer, which
-exits too unless it handles ``__EXIT__``. Acting for a tenant, an actor may link only to
-that tenant's actors (the default context may link to any).
+exits too unless it handles ``__EXIT__``. Acting for a tenant, an actor may link to and
+monitor only that tenant's actors and the system's (the system may link to and monitor
+any); a monitor of another tenant's actor fires at once with ``noproc``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from greenlet import getcurrent
 
 from .. import errors as E
+from ..context import tenant_of
 from ..runtime import envelope as env_
 from ..runtime.actor_table import same_tenant
 from ..runtime.cell import STOPPED
@@ -30,7 +32,7 @@ class Links:
         self.rank = rt.rank
         ops = rt.system
         ops.register("monitor", lambda src, d: self._add_monitor(*d), owner="links",
-                     payload="(watched id, monitor ref, watcher id)")
+                     payload="(watched id, monitor ref, watcher id, caller ctx)")
         ops.register("demonitor", lambda src, d: self._drop_monitor(*d), owner="links",
                      payload="(watched id, monitor ref)")
         ops.register("link", lambda src, d: self._add_link(*d), owner="links",
@@ -46,8 +48,9 @@ class Links:
         ref = f"mon-{self.rank}-{self.rt.pending.next_corr()}"
         if cell.watching is None:
             cell.watching = {}
+        ctx = getattr(getcurrent(), "ctx", None) or cell.ctx
         try:
-            aid, r = self.rt.router.resolve(target)
+            aid, r = self.rt.router.resolve(target, tenant_of(ctx))
         except E.ActorNotFound:  # an unknown name: down already, as in Erlang
             cell.watching[ref] = str(target)
             self.rt.executor.deliver(env_.send(cell.id, str(target), "__DOWN__", {
@@ -55,9 +58,9 @@ class Links:
             return ref
         cell.watching[ref] = aid
         if r == self.rank:
-            self._add_monitor(aid, ref, cell.id)
+            self._add_monitor(aid, ref, cell.id, ctx)
         else:
-            self.rt.system.post(r, "monitor", (aid, ref, cell.id))
+            self.rt.system.post(r, "monitor", (aid, ref, cell.id, ctx))
         return ref
 
     def demonitor(self, cell, ref: str) -> bool:
@@ -76,9 +79,12 @@ class Links:
             self.rt.system.post(r, "demonitor", (aid, ref))
         return True
 
-    def _add_monitor(self, aid, ref, watcher) -> None:
+    def _add_monitor(self, aid, ref, watcher, ctx=None) -> None:
         target = self.rt.actors.cells.get(aid)
-        if target is None or target.status == STOPPED:
+        # acting for a tenant, an actor may watch only that tenant's actors (and the
+        # system's): another tenant's actor reads as one that does not exist, so its
+        # existence, its exits and their reasons stay behind the wall
+        if target is None or target.status == STOPPED or not same_tenant(ctx, target):
             self.rt.send_quiet(watcher, "__DOWN__", {"down_from": aid, "monitor_ref": ref,
                                                    "down_reason": "noproc"}, aid)
             return
@@ -94,10 +100,10 @@ class Links:
     def link(self, cell, peer: str) -> None:
         """Share fate with ``peer``: when either exits abnormally the other gets an
         ``__EXIT__`` cast (or, without an ``__EXIT__`` handler, exits too)."""
-        aid, r = self.rt.router.resolve(peer)
+        ctx = getattr(getcurrent(), "ctx", None) or cell.ctx
+        aid, r = self.rt.router.resolve(peer, tenant_of(ctx))
         if aid == cell.id:
             raise E.InvalidMessage(f"{aid} cannot link to itself")
-        ctx = getattr(getcurrent(), "ctx", None) or cell.ctx
         if r == self.rank:
             target = self.rt.actors.cells.get(aid)
             if target is not None and not same_tenant(ctx, target):
@@ -113,7 +119,8 @@ class Links:
             self.rt.system.post(r, "link", (aid, cell.id, ctx))
 
     def unlink(self, cell, peer: str) -> None:
-        aid, r = self.rt.router.resolve(peer)
+        ctx = getattr(getcurrent(), "ctx", None) or cell.ctx
+        aid, r = self.rt.router.resolve(peer, tenant_of(ctx))
         if cell.links:
             cell.links.discard(aid)
         if r == self.rank:

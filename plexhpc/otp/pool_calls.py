@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from .. import errors as E
 from ..context import SYSTEM_TENANT, tenant_of
+from ..runtime.routing import tenant_actor_id
 
 __all__ = ["PoolCalls", "pool_actor_name", "pool_args", "check_pool_args", "POOL_MANAGER",
            "check_checkout_timeout", "no_pool", "MAX_POOL_MS", "tenant_manager_id"]
@@ -43,7 +44,7 @@ def tenant_manager_id(name: str, tenant: str) -> str:
     """The actor id of a tenant's pool manager where tenants' names live in their own
     namespace (the router's ``$<tenant>/<name>@<rank>``; tenant managers run on rank 0):
     how the system, which sees only the global names, reaches it."""
-    return f"${tenant}/{pool_actor_name(name, tenant)}@0"
+    return tenant_actor_id(tenant, pool_actor_name(name, tenant), 0)
 
 
 def no_pool(name, tenant=None) -> E.ActorNotFound:

@@ -19,6 +19,7 @@ from ..context import DEFAULT_CTX, may_act_on, tenant_of
 from ..log import get_logger
 from .cell import STARTING, STOPPED, STOPPING, ActorCell
 from .envelope import ASK, KIND, OP
+from .routing import tenant_actor_id
 
 __all__ = ["ActorTable", "narrow", "same_tenant"]
 
@@ -62,9 +63,9 @@ class ActorTable:
         ops.register("stop", self._on_stop, asks=True, owner="actor table",
                      payload="(reason, ctx), to=actor id -> None")
         ops.register("name", lambda src, d: rt.router.register(*d), owner="actor table",
-                     payload="(name, actor id): a named actor started")
+                     payload="(name, actor id, tenant or None): a named actor started")
         ops.register("unname", lambda src, d: rt.router.unregister(*d), owner="actor table",
-                     payload="(name, actor id): a named actor stopped")
+                     payload="(name, actor id, tenant or None): a named actor stopped")
 
     # ---- cells ---------------------------------------------------------------------
 
@@ -79,9 +80,7 @@ class ActorTable:
         fc = facets if facets is not None else (
             facets_.parse_facets(spec.facets, spec.type_name) if spec.facets else None)
         if fc:
-            # the key names the class too: another class under the same name in a later
-            # launch must not be handed this one's state
-            cell.facets = facets_.FacetState(f"actor:{name or aid}:{spec.type_name}", fc)
+            cell.facets = facets_.FacetState(self.durable_key(cell, name, spec), fc)
             if fc.get("virtual_actor") and not cell.facets.eager:
                 cell.facets.dormant = True
                 self.cells[aid] = cell
@@ -89,6 +88,18 @@ class ActorTable:
         cell.inst = spec.new_instance(aid)
         self.cells[aid] = cell
         return cell
+
+    def durable_key(self, cell, name, spec) -> str:
+        """Where an actor's durable state is kept. It names the class (another class
+        under the same name in a later launch must not be handed this one's state), the
+        tenant and namespace of a tenant's actor (tenant B's "wallet" is not tenant A's),
+        and, for an actor without a name, this launch: its id (``Cls-N@r``) comes back in
+        the next launch for an unrelated actor, which must start empty."""
+        tenant = tenant_of(cell.home_ctx)
+        who = name if tenant is None else f"{tenant}/{cell.home_ctx[1]}/{name}"
+        if name is None:
+            who = f"{cell.id}#{self.rt.job_tag}"
+        return f"actor:{who}:{spec.type_name}"
 
     def new_config_child(self, child) -> ActorCell:
         """The cell of config child ``child`` on this rank (its id is ``name@rank``)."""
@@ -140,9 +151,9 @@ class ActorTable:
             done(False, E.InvalidMessage(f"spawn: invalid name {name!r} (non-empty, no '@', "
                                          "not starting with '$')"))
             return
-        if name is not None and self.rt.router.holder(name) is not None:
+        if name is not None and self.rt.router.holder(name, tenant_of(ctx)) is not None:
             done(False, E.InvalidMessage(f"spawn: the name {name!r} is taken by "
-                                         f"{self.rt.router.holder(name)}"))
+                                         f"{self.rt.router.holder(name, tenant_of(ctx))}"))
             return
         if target == self.rank:
             self.spawn_local(ref[2] if len(ref) > 2 else self.load_class(ref), name, args,
@@ -158,12 +169,15 @@ class ActorTable:
             done(False, E.InvalidMessage(str(exc)))
             return
         router = self.rt.router
-        if name is not None and router.holder(name) is not None:
+        tenant = tenant_of(ctx)
+        if name is not None and router.holder(name, tenant) is not None:
             done(False, E.InvalidMessage(f"spawn: the name {name!r} is taken by "
-                                         f"{router.holder(name)}"))
+                                         f"{router.holder(name, tenant)}"))
             return
-        label = name or f"{cls.__name__}-{next(self._spawn_seq)}"
-        aid = f"{label}@{self.rank}"
+        if name is not None and tenant is not None:
+            aid = tenant_actor_id(tenant, name, self.rank)  # in the tenant's namespace
+        else:
+            aid = f"{name or f'{cls.__name__}-{next(self._spawn_seq)}'}@{self.rank}"
         try:
             cell = self.new_cell(aid, name, spec, args, restart, True, ctx,
                                  narrow(spec.capabilities, caps))
@@ -173,8 +187,8 @@ class ActorTable:
                                       rank=self.rank, actor=aid))
             return
         if name is not None:
-            router.register(name, aid)
-            self.rt.system.broadcast("name", (name, aid))
+            router.register(name, aid, tenant)
+            self.rt.system.broadcast("name", (name, aid, tenant))
 
         def after_init(ok, value):
             if ok:
@@ -261,7 +275,7 @@ class ActorTable:
         """Stop ``actor`` for a caller acting in ``ctx`` (None: the runtime or a driver).
         A caller acting for a tenant may stop only that tenant's actors."""
         try:
-            aid, r = self.rt.router.resolve(actor)
+            aid, r = self.rt.router.resolve(actor, tenant_of(ctx))
         except E.PlexError as exc:
             done(False, exc)
             return
@@ -328,8 +342,9 @@ class ActorTable:
         self.teardown(cell, text, text != "normal", checkpoint=True)
         rt.supervision.stopped_from_outside(cell, reason)
         if cell.name is not None and cell.name not in rt.router.static:
-            rt.router.unregister(cell.name, cell.id)
-            rt.system.broadcast("unname", (cell.name, cell.id))
+            tenant = tenant_of(cell.home_ctx)
+            rt.router.unregister(cell.name, cell.id, tenant)
+            rt.system.broadcast("unname", (cell.name, cell.id, tenant))
         mb, cell.mailbox = cell.mailbox, None
         executor = rt.executor
         while mb:

@@ -24,12 +24,13 @@ from greenlet import greenlet
 
 from .. import errors as E
 from ..actors import facets as facets_
+from ..context import SYSTEM_TENANT
 from ..log import get_logger
 from .cell import BLOCKED, DONE, RUNNING, STARTING, STOPPED, STOPPING
-from .envelope import ASK, REPLY, TERM, CORR, KIND, OP, PAYLOAD, REPLY_RANK, TO
+from .envelope import ASK, REPLY, TERM, CORR, CTX, FRM, KIND, OP, PAYLOAD, REPLY_RANK, TO
 from . import envelope as env_
 
-__all__ = ["Executor", "LinkedExit", "BUDGET", "run_terminate", "kill"]
+__all__ = ["Executor", "ReplyToken", "LinkedExit", "BUDGET", "run_terminate", "kill"]
 
 log = get_logger("node")
 actor_log = get_logger("actor")
@@ -42,6 +43,23 @@ _perf = time.perf_counter
 
 class LinkedExit(Exception):
     """Why an actor without an ``__EXIT__`` handler stopped: a linked actor crashed."""
+
+
+class ReplyToken:
+    """What :meth:`Executor.defer_reply` hands out: which ask to answer later. Opaque to
+    actors, checked by :meth:`Executor.reply_to` (made here, answered once)."""
+
+    __slots__ = ("corr", "reply_rank", "actor", "op", "answered")
+
+    def __init__(self, corr: int, reply_rank: int, actor: str, op: str):
+        self.corr = corr
+        self.reply_rank = reply_rank
+        self.actor = actor
+        self.op = op
+        self.answered = False
+
+    def __repr__(self):
+        return f"<reply token for {self.op!r} to {self.actor}>"
 
 
 class Executor:
@@ -144,13 +162,26 @@ class Executor:
             raise E.HostUsageError("defer_reply() works only while handling an ask "
                                    "(not a send, and only once per ask)")
         cell.current = None
-        return (env[CORR], env[REPLY_RANK], env[TO], env[OP])
+        return ReplyToken(env[CORR], env[REPLY_RANK], env[TO], env[OP])
 
-    def reply_to(self, token, ok: bool, value) -> None:
+    def reply_to(self, token, ok: bool, value, owner: str | None = None) -> None:
         """Answer a deferred ask: ``value`` (ok) or an error (any exception; it arrives as
-        its own class if it is a plexhpc error, else as RemoteError naming its type)."""
-        corr, rr, aid, op = token
-        env = env_.ask(aid, None, op, None, corr, rr)
+        its own class if it is a plexhpc error, else as RemoteError naming its type).
+
+        Only a token that :meth:`defer_reply` made answers, and only once; with
+        ``owner`` (an actor's ``host.reply``), only a token of that actor: no actor can
+        answer another's pending ask by making up a token or reusing one."""
+        if token.__class__ is not ReplyToken:
+            raise E.InvalidMessage(f"reply() takes the token defer_reply() returned, got "
+                                   f"{type(token).__name__}")
+        if owner is not None and token.actor != owner:
+            raise E.InvalidMessage(f"{owner} cannot answer an ask made to {token.actor}: "
+                                   f"reply() takes only this actor's own tokens")
+        if token.answered:
+            raise E.InvalidMessage(f"the ask {token.op!r} to {token.actor} has been answered "
+                                   f"already: a deferred ask is answered once")
+        token.answered = True
+        env = env_.ask(token.actor, None, token.op, None, token.corr, token.reply_rank)
         if ok:
             self.reply(env, value)
         else:
@@ -226,6 +257,14 @@ class Executor:
         if kind == TERM:
             run_terminate(cell, payload)
             return
+        if ctx is not None and ctx[0] != SYSTEM_TENANT:
+            # the tenant wall, where every message to an actor passes: acting for a
+            # tenant, a message reaches only that tenant's actors and the system's
+            # (shared services, which then act in the caller's context)
+            home = cell.home_ctx[0]
+            if home != ctx[0] and home != SYSTEM_TENANT:
+                self._foreign(cell, env, home)
+                return
         if op == "__DOWN__":  # only for a live monitor of this actor, and only once
             ref = payload.get("monitor_ref") if isinstance(payload, dict) else None
             if cell.watching is None or cell.watching.pop(ref, None) is None:
@@ -285,6 +324,15 @@ class Executor:
         return cls(f"handler {op!r} of actor {cell.id} on rank {self.rank} raised "
                    f"{type(exc).__name__}: {exc}", remote_type=type(exc).__name__,
                    remote_message=str(exc))
+
+    def _foreign(self, cell, env, home) -> None:
+        """A message for another tenant's actor: to its sender the actor does not exist
+        (the same error as for a missing one, so ids and names do not leak)."""
+        log.warning("refused %r from %r to %s: it acts for tenant %r, the actor belongs to "
+                    "tenant %r", env[OP], env[FRM], cell.id, env[CTX][0], home)
+        if env[KIND] == ASK:
+            self.reply_error(env, E.ActorNotFound(f"no actor {cell.id!r} on rank {self.rank}",
+                                                  actor=cell.id))
 
     def _refuse(self, cell, env, exc) -> None:
         """A refused request: the asker gets the error; a cast's refusal is logged."""

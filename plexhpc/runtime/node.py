@@ -47,7 +47,7 @@ from mpi4py import MPI
 
 from .. import errors as E
 from ..config import AppConfig
-from ..context import DEFAULT_CTX
+from ..context import DEFAULT_CTX, tenant_of
 from ..log import configure as configure_logging
 from ..log import get_logger
 from ..actors import facets as facets_
@@ -199,7 +199,7 @@ class Node:
         """Ask ``to`` on behalf of ``frm``; ``done(ok, value)`` gets the reply, the error
         or an AskTimeout. Returns the call's ``corr`` (None if ``to`` is unknown)."""
         try:
-            aid, r = self.router.resolve(to)
+            aid, r = self.router.resolve(to, tenant_of(ctx))
         except E.PlexError as exc:
             done(False, exc)
             return None
@@ -215,8 +215,13 @@ class Node:
         """``host.ask``: park the calling greenlet until the reply or the timeout."""
         if self.executor.closed:
             raise E.NodeClosed(f"rank {self.rank} is shutting down")
-        hit = self.router.cache.get(to)
-        aid, r = hit if hit is not None else self.router.resolve(to)
+        ctx = ctx or cell.ctx
+        if ctx is DEFAULT_CTX:  # no tenant to carry: the target runs in its own context
+            ctx = None
+            hit = self.router.cache.get(to)
+            aid, r = hit if hit is not None else self.router.resolve(to)
+        else:
+            aid, r = self.router.resolve(to, tenant_of(ctx))
         if aid == cell.id:
             raise E.InvalidMessage(
                 f"{aid} asked itself {op!r}: it would wait for its own reply forever (as "
@@ -229,9 +234,6 @@ class Node:
         if dq is None:
             dq = pending.deadlines[timeout_ms] = deque()
         dq.append((_monotonic() + timeout_ms / 1000.0, corr))
-        ctx = ctx or cell.ctx
-        if ctx is DEFAULT_CTX:  # no tenant to carry: the target runs in its own context
-            ctx = None
         env = (ASK, aid, cell.id, op, payload, corr, self.rank, ctx)  # envelope.ask
         if r == self.rank:
             self.deliver(env)
@@ -284,9 +286,9 @@ class Node:
 
     def send_from(self, frm: str, to: str, op: str, payload, ctx=None) -> None:
         """A cast from ``frm``; an unknown target raises ActorNotFound here."""
-        aid, r = self.router.resolve(to)
         if ctx is DEFAULT_CTX:  # no tenant to carry (and less to pickle)
             ctx = None
+        aid, r = self.router.resolve(to, tenant_of(ctx))
         env = (SEND, aid, frm, op, payload, 0, -1, ctx)  # envelope.send
         if r == self.rank:
             self.deliver(env)
@@ -325,8 +327,8 @@ class Node:
     def defer_reply(self, cell):
         return self.executor.defer_reply(cell)
 
-    def reply_to(self, token, ok: bool, value) -> None:
-        self.executor.reply_to(token, ok, value)
+    def reply_to(self, token, ok: bool, value, owner: str | None = None) -> None:
+        self.executor.reply_to(token, ok, value, owner)
 
     def flush_now(self) -> None:
         """Send what is batched for other ranks now, not at the end of this turn."""
