@@ -164,6 +164,9 @@ def checkpoint(node, cell, fs: FacetState) -> None:
         log.error("%s: state cannot be checkpointed (%s); fix the state fields to hold "
                   "plain data", cell.id, exc)
         return
+    except E.StateError as exc:  # the file or the key: the actor goes on, loudly
+        log.error("%s: checkpoint %d not written: %s", cell.id, fs.seq, exc)
+        return
     if fs.metrics is not None:
         fs.metrics["checkpoints"] += 1
 
@@ -193,6 +196,23 @@ def after_message(node, cell, fs: FacetState, op: str, dt: float, ok: bool) -> N
 def on_started(node, cell, fs: FacetState, first: bool) -> None:
     """After a successful init: lay the saved state over the instance, re-arm durable
     timers (first start in this process only), schedule the idle check."""
+    try:
+        _restore_durable(node, cell, fs, first)
+    except E.CheckpointRejected:
+        raise
+    except E.StateError as exc:
+        # the key is missing or not the one that signed the state, or the file cannot
+        # be opened: starting empty would lose the state without a word, so the start
+        # fails (the runtime treats CheckpointRejected from here as a failed start)
+        raise E.CheckpointRejected(f"{cell.id} cannot start: its durable state cannot "
+                                   f"be read: {exc}") from exc
+    if fs.virtual:
+        node.call_later(fs.idle_ms / 1000.0, lambda: idle_check(node, cell, fs))
+
+
+def _restore_durable(node, cell, fs: FacetState, first: bool) -> None:
+    """on_started's durable part: the checkpoint laid over the instance, the timers
+    re-armed (rows refused by the timer store are left out, with a warning)."""
     if fs.durable:
         try:
             store = node.local_state
@@ -217,10 +237,12 @@ def on_started(node, cell, fs: FacetState, first: bool) -> None:
         from ..storage.durable import now_ms
         now = now_ms()
         for timer_id, due, op, rec in node.local_state.timers.pending(fs.key):
+            if type(rec) is not dict:
+                log.warning("%s: durable timer %s holds no timer record; not re-armed",
+                            cell.id, timer_id)
+                continue
             ctx = tuple(rec["ctx"]) if rec.get("ctx") else cell.home_ctx
             node.arm_timer(cell, max(0, due - now), op, rec.get("payload"), ctx, timer_id)
-    if fs.virtual:
-        node.call_later(fs.idle_ms / 1000.0, lambda: idle_check(node, cell, fs))
 
 
 def idle_check(node, cell, fs: FacetState) -> None:

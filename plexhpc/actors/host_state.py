@@ -63,6 +63,17 @@ def _key(key) -> str:
 
 
 _MAX_WAIT_MS = 7 * 24 * 3600 * 1000.0
+_MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000  # as the store's bound (storage.scope.MAX_MS)
+_MAX_LIMIT = 2 ** 63 - 1  # SQLite's largest integer
+
+
+def _limit(limit) -> int:
+    """A listing limit: an int in 0..2**63-1 (past that SQLite cannot bind it)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= _MAX_LIMIT:
+        shown = "a larger int" if isinstance(limit, int) and limit > _MAX_LIMIT else repr(limit)
+        raise E.InvalidMessage(f"limit must be an int between 0 and {_MAX_LIMIT}, got "
+                               f"{shown}")
+    return limit
 
 
 def _timeout(timeout_ms, what: str = "timeout_ms") -> float:
@@ -106,8 +117,9 @@ class KVCalls:
     def kv_put_with_ttl(self, key: str, value, ttl_ms: float, *, shared: bool = False) -> None:
         """Store ``value`` for ``ttl_ms`` milliseconds; afterwards it reads as absent."""
         if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, (int, float)) or not (
-                0 < ttl_ms < float("inf")):
-            raise ValueError(f"ttl_ms must be > 0 (and finite), got {ttl_ms!r}")
+                0 < ttl_ms <= _MAX_TTL_MS):
+            raise ValueError(f"ttl_ms must be > 0 (and finite, at most {_MAX_TTL_MS} ms: "
+                             f"100 years), got {ttl_ms!r}")
         self._kv("put_with_ttl", key, (_key(key), value, max(1, int(ttl_ms))), shared)
 
     def kv_delete(self, key: str, *, shared: bool = False) -> bool:
@@ -119,6 +131,8 @@ class KVCalls:
         """Keys starting with ``prefix``, sorted."""
         if not isinstance(prefix, str):
             raise E.InvalidMessage(f"prefix must be a str, got {prefix!r}")
+        if limit is not None:
+            _limit(limit)
         return self._kv("list", prefix, (prefix, limit), shared)
 
     def kv_cas(self, key: str, expected, new, *, shared: bool = False) -> bool:
@@ -240,4 +254,5 @@ class ChannelCalls:
         return self._ch("depth", (_channel_name(channel),))
 
     def dead_letters(self, channel: str, limit: int = 100) -> list:
-        return self._ch("dead_letters", (_channel_name(channel), limit))
+        """The channel's dead messages in the order they died, at most ``limit``."""
+        return self._ch("dead_letters", (_channel_name(channel), _limit(limit)))

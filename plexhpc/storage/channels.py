@@ -43,7 +43,7 @@ from typing import Callable
 from ..errors import InvalidMessage, StateError, UnknownLease
 from .codec import decode, encode
 from .db import ensure_schema, wall_ms, write_txn
-from .scope import check_name, scope_key
+from .scope import INT64_MAX, MAX_MS, check_int, check_name, scope_key
 
 __all__ = ["ChannelStore"]
 
@@ -99,8 +99,10 @@ def _message(seq, token, msg_type, payload, deliveries, enqueued_at, *_) -> dict
 def _parse_id(msg_id):
     if type(msg_id) is str:
         seq, dot, token = msg_id.partition(".")
-        if dot and 0 < len(seq) <= 20 and seq.isascii() and seq.isdigit():
-            return int(seq), token
+        if dot and 0 < len(seq) <= 19 and seq.isascii() and seq.isdigit():
+            n = int(seq)
+            if n <= INT64_MAX:  # past it no row can hold it (and SQLite cannot bind it)
+                return n, token
     return None, None
 
 
@@ -116,11 +118,8 @@ class ChannelStore:
     def __init__(self, conn: sqlite3.Connection, *, now_ms: Callable[[], int] | None = None,
                  max_deliveries: int = 5, defer_acks: bool = True,
                  idempotency_window_ms: int = 24 * 3600 * 1000):
-        if type(max_deliveries) is not int or max_deliveries < 1:
-            raise InvalidMessage(f"max_deliveries must be an int >= 1, got {max_deliveries!r}")
-        if type(idempotency_window_ms) is not int or idempotency_window_ms < 1:
-            raise InvalidMessage(f"idempotency_window_ms must be an int >= 1, got "
-                                 f"{idempotency_window_ms!r}")
+        check_int(max_deliveries, "max_deliveries", minimum=1)
+        check_int(idempotency_window_ms, "idempotency_window_ms", minimum=1, maximum=MAX_MS)
         # an idempotency key counts for this long (as payment APIs do: a day), then it is
         # forgotten, so the key table does not grow with every send ever made
         self.idempotency_window_ms = idempotency_window_ms
@@ -159,8 +158,8 @@ class ChannelStore:
         ``{"msg_id", "msg_type", "payload", "delivery_count", "enqueued_at_ms"}``;
         None if no message is ready."""
         q = _queue(scope, channel)
-        if type(visibility_ms) is not int or visibility_ms < 1:
-            raise InvalidMessage(f"visibility_ms must be an int >= 1, got {visibility_ms!r}")
+        check_int(visibility_ms, "visibility_ms (milliseconds, at most 100 years)",
+                  minimum=1, maximum=MAX_MS)
         while True:
             now = self._now()
             until = now + visibility_ms
@@ -253,8 +252,7 @@ class ChannelStore:
         """The channel's dead messages in the order they died, in :meth:`receive`'s
         format (``delivery_count`` is how often each was delivered)."""
         q = _queue(scope, channel)
-        if type(limit) is not int or limit < 0:
-            raise InvalidMessage(f"limit must be an int >= 0, got {limit!r}")
+        check_int(limit, "limit", minimum=0)
         self.flush()
         self._bury(q, self._now())
         rows = self._conn.execute(

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import sqlite3
 
-from ..errors import CheckpointRejected, InvalidMessage, StateError
+from ..errors import CheckpointRejected, StateError
 from .codec import check_key, decode, encode, seal, unseal
 from .db import ensure_schema, write_txn
-from .scope import check_name
+from .scope import check_int, check_name
 
 __all__ = ["CheckpointStore"]
 
@@ -47,9 +47,7 @@ _MAX_CACHED = 100_000
 
 
 def _int(value, what: str) -> int:
-    if type(value) is not int:
-        raise InvalidMessage(f"{what} must be an int, got {value!r}")
-    return value
+    return check_int(value, what)
 
 
 class CheckpointStore:
@@ -59,8 +57,7 @@ class CheckpointStore:
 
     def __init__(self, conn: sqlite3.Connection, key: bytes, *, retention: int = 2):
         check_key(key)
-        if type(retention) is not int or retention < 1:
-            raise InvalidMessage(f"retention must be an int >= 1, got {retention!r}")
+        check_int(retention, "retention", minimum=1)
         ensure_schema(conn)
         self._conn = conn
         self._key = key
@@ -68,6 +65,18 @@ class CheckpointStore:
         self._cur = conn.cursor()
         # actor_key -> slots in use, as this store last saw them (the fast path's guide)
         self._full: dict[str, int] = {}
+
+    @classmethod
+    def reader(cls, conn: sqlite3.Connection, key: bytes, *, retention: int = 2
+               ) -> "CheckpointStore":
+        """A store that only reads, on a connection that may be read-only (another
+        rank's file): it creates no tables. Use :meth:`load` and :meth:`versions`."""
+        check_key(key)
+        self = cls.__new__(cls)
+        self._conn, self._key, self.retention = conn, key, retention
+        self._cur = conn.cursor()
+        self._full = {}
+        return self
 
     # --- actor checkpoints --------------------------------------------------------------
 
@@ -102,7 +111,7 @@ class CheckpointStore:
         """``(state, seq)`` of the newest checkpoint of ``actor_key``, None if it has
         none. Raises CheckpointRejected if that checkpoint fails verification."""
         check_name(actor_key, "actor_key")
-        row = self._conn.execute("SELECT version, blob FROM checkpoint WHERE actor_key = ? "
+        row = self._conn.execute("SELECT version, CAST(blob AS BLOB) FROM checkpoint WHERE actor_key = ? "
                                  "ORDER BY version DESC LIMIT 1", (actor_key,)).fetchone()
         if row is None:
             return None
@@ -153,7 +162,8 @@ class CheckpointStore:
         check_name(run_id, "run_id")
         out = {}
         for step, blob in self._conn.execute(
-                "SELECT step, blob FROM wf_step WHERE wf_key = ? AND run_id = ? ORDER BY step",
+                "SELECT step, CAST(blob AS BLOB) FROM wf_step WHERE wf_key = ? AND run_id = ? "
+                "ORDER BY step",
                 (wf_key, run_id)):
             where = f"workflow {wf_key!r} run {run_id!r} step {step}"
             fields = self._open(blob, _STEP, where, 4)
@@ -202,8 +212,7 @@ class CheckpointStore:
         ``keep`` (by finishing order); their results stay. Returns how many runs lost
         their steps."""
         check_name(wf_key, "wf_key")
-        if type(keep) is not int or keep < 0:
-            raise InvalidMessage(f"keep must be an int >= 0, got {keep!r}")
+        check_int(keep, "keep", minimum=0)
         with write_txn(self._conn):
             old = [r for (r,) in self._conn.execute(
                 "SELECT run_id FROM wf_run WHERE wf_key = ? ORDER BY finished DESC "
@@ -218,7 +227,8 @@ class CheckpointStore:
     # --- internals ----------------------------------------------------------------------
 
     def _run_row(self, wf_key, run_id):
-        return self._conn.execute("SELECT result FROM wf_run WHERE wf_key = ? AND run_id = ?",
+        return self._conn.execute("SELECT CAST(result AS BLOB) FROM wf_run WHERE wf_key = ? AND "
+                                  "run_id = ?",
                                   (wf_key, run_id)).fetchone()
 
     def _open(self, blob: bytes, kind: str, where: str, n_fields: int) -> list:

@@ -2,10 +2,23 @@
 workflow steps and timers.
 
 :func:`open_db` opens it the way every store expects: WAL (readers never block the
-writer), ``synchronous=NORMAL`` (a commit survives a process crash; a power cut may
-lose the last commits but never corrupts the file), a 5 s busy timeout, and autocommit
-(``isolation_level=None``) so each statement is its own transaction unless a store
-opens one with :func:`write_txn`.
+writer), a 5 s busy timeout, and autocommit (``isolation_level=None``) so each
+statement is its own transaction unless a store opens one with :func:`write_txn`.
+
+Durability (``[state] durability``), what a commit that has returned survives:
+
+* ``"normal"`` (the default, ``synchronous=NORMAL``): a crash of the process (or of
+  every process of the job). A power cut or an operating-system crash may lose the
+  last commits before the WAL was last synced (a rollback to an earlier, consistent
+  state), but never corrupts the file.
+* ``"full"`` (``synchronous=FULL``): a power cut or OS crash too, as far as the disk
+  honours fsync; each commit costs an fsync.
+
+The files are private to the user: a database file is created 0600 (SQLite gives its
+``-wal``, ``-shm`` and ``-journal`` files the database file's mode, and they are
+tightened after the open as well), an existing file of ours that is more open is
+tightened to 0600, and missing directories are created 0700. Every tenant's KV and
+channel payloads are in these files, so no other local user may read them.
 
 A connection is not thread-safe: use it from one thread at a time (the node's event
 loop). ``check_same_thread=False`` only lets that thread differ from the opener.
@@ -20,7 +33,12 @@ from contextlib import contextmanager
 
 from ..errors import StateError
 
-__all__ = ["open_db", "ensure_schema", "write_txn", "wall_ms", "SCHEMA_VERSION"]
+__all__ = ["open_db", "ensure_schema", "write_txn", "wall_ms", "SCHEMA_VERSION",
+           "DURABILITY", "private_dir"]
+
+#: ``[state] durability`` -> the SQLite ``synchronous`` setting (see the module doc)
+DURABILITY = {"normal": "NORMAL", "full": "FULL"}
+_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 #: stored in ``PRAGMA user_version``; a database from a newer plexhpc is refused
 SCHEMA_VERSION = 1
@@ -122,18 +140,73 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def open_db(path: str) -> sqlite3.Connection:
-    """Open (creating it and its parent directories if needed) the state database at
-    ``path`` with the settings every store expects, and create its tables.
+def private_dir(directory: str) -> None:
+    """Create ``directory`` and its missing parents with mode 0700. One that exists is
+    left as it is (see :func:`plexhpc.storage.durable.secure_state_dir` for tightening
+    a state directory). Raises StateError if it cannot be created."""
+    missing = []
+    d = os.path.abspath(directory)
+    while not os.path.isdir(d):
+        missing.append(d)
+        up = os.path.dirname(d)
+        if up == d:
+            break
+        d = up
+    try:
+        for d in reversed(missing):
+            try:
+                os.mkdir(d, 0o700)
+            except FileExistsError:
+                if not os.path.isdir(d):
+                    raise
+                continue  # another process made it first
+            os.chmod(d, 0o700)  # whatever the umask
+    except OSError as exc:
+        raise StateError(f"cannot create the state directory {directory}: {exc}") from None
+
+
+def _private_file(path: str) -> None:
+    """Create the database file 0600 before SQLite opens it (SQLite then gives its
+    side files the same mode), and tighten a file of ours that is more open."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        _tighten(path)
+        return
+    except OSError as exc:
+        raise StateError(f"cannot create the state database {path}: {exc}") from None
+    os.close(fd)
+
+
+def _tighten(path: str) -> None:
+    """chmod 0600 ``path`` and its side files, where they exist, are ours and are more
+    open (best effort: a file of another user is left to the open to refuse)."""
+    for p in (path, *(path + side for side in _SIDE_FILES)):
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            try:
+                os.chmod(p, 0o600)
+            except OSError:
+                pass
+
+
+def open_db(path: str, *, durability: str = "normal") -> sqlite3.Connection:
+    """Open (creating it and its parent directories if needed, privately: see the
+    module doc) the state database at ``path`` with the settings every store expects,
+    and create its tables. ``durability`` is ``"normal"`` or ``"full"`` (module doc).
 
     ``":memory:"`` gives a private in-memory database (for tests). Close the connection
     when done."""
-    if path != ":memory:" and not path.startswith("file:"):
-        parent = os.path.dirname(os.path.abspath(path))
-        try:
-            os.makedirs(parent, exist_ok=True)
-        except OSError as exc:
-            raise StateError(f"cannot create the state directory {parent}: {exc}") from None
+    if durability not in DURABILITY:
+        raise StateError(f"durability must be one of {sorted(DURABILITY)}, got "
+                         f"{durability!r}")
+    on_disk = path != ":memory:" and not path.startswith("file:")
+    if on_disk:
+        private_dir(os.path.dirname(os.path.abspath(path)))
+        _private_file(path)
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                uri=path.startswith("file:"))
@@ -142,11 +215,13 @@ def open_db(path: str) -> sqlite3.Connection:
     try:
         conn.execute("PRAGMA busy_timeout = 5000")
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA synchronous = {DURABILITY[durability]}")
         ensure_schema(conn)
     except BaseException:
         conn.close()
         raise
+    if on_disk:
+        _tighten(path)  # the -wal and -shm files, on a SQLite that made them wider
     return conn
 
 

@@ -7,7 +7,13 @@ directory would be copied (or replaced) together with the state it signs, so it 
 refused.
 
 The file is ``$PLEXHPC_STATE_KEY_FILE`` or ``~/.config/plexhpc/state.key``, created on
-first use with mode 0600 in a 0700 directory. Creation is atomic and exclusive: the key
+first use with mode 0600 in a 0700 directory. An existing key file is refused unless it
+is a regular file owned by the user running the job that no other user may write
+(whoever can replace the key can forge every checkpoint and timer); one that others
+may read draws a warning (they could forge state they can also write).
+:func:`check_private_file` applies the same rules to other secrets (the metrics
+token). When the key is missing but state signed with a key exists, it is not made
+anew: see :mod:`plexhpc.storage.durable`. Creation is atomic and exclusive: the key
 is written to a temporary file and hard-linked into place, so a reader never sees a
 partial key, and when several ranks race to create it they all end with the same one.
 """
@@ -18,8 +24,12 @@ import os
 import time
 
 from ..errors import StateError
+from ..log import get_logger
 
-__all__ = ["load_or_create_key", "default_key_path", "KEY_LEN", "KEY_FILE_ENV"]
+__all__ = ["load_or_create_key", "default_key_path", "check_private_file", "KEY_LEN",
+           "KEY_FILE_ENV"]
+
+log = get_logger("state")
 
 KEY_LEN = 32
 KEY_FILE_ENV = "PLEXHPC_STATE_KEY_FILE"
@@ -55,6 +65,27 @@ def load_or_create_key(path: str | None = None, *, state_dir: str | None = None)
     return _create(path)
 
 
+def check_private_file(st: os.stat_result, path: str, what: str) -> None:
+    """Refuse a secret file (``what``: "state key", "metrics token"...) that is not a
+    regular file, belongs to another user, or that group or others may write; warn
+    if they may read it. Raises StateError saying how to fix it."""
+    from stat import S_IMODE, S_ISREG
+    if not S_ISREG(st.st_mode):
+        raise StateError(f"the {what} file {path} is not a regular file; point it at a "
+                         f"file holding only the {what}")
+    if st.st_uid != os.geteuid():
+        raise StateError(f"the {what} file {path} belongs to another user (uid "
+                         f"{st.st_uid}), who could replace it; use a file of your own "
+                         f"(e.g. copy it, then chmod 600 it)")
+    mode = S_IMODE(st.st_mode)
+    if mode & 0o022:
+        raise StateError(f"the {what} file {path} may be written by other users (mode "
+                         f"{mode:o}), who could replace it; run chmod 600 {path}")
+    if mode & 0o044:
+        log.warning("the %s file %s may be read by other users (mode %o); run chmod 600 "
+                    "%s", what, path, mode, path)
+
+
 def _read(path: str, *, wait_s: float = 0.0) -> bytes | None:
     """The key at ``path``, or None if there is no file. A short file is waited for up
     to ``wait_s`` (another process may be writing it without hard links), then refused."""
@@ -63,7 +94,8 @@ def _read(path: str, *, wait_s: float = 0.0) -> bytes | None:
         try:
             with open(path, "rb") as f:
                 data = f.read(KEY_LEN + 1)
-                size = os.fstat(f.fileno()).st_size
+                st = os.fstat(f.fileno())
+                size = st.st_size
         except (FileNotFoundError, NotADirectoryError):
             return None  # creating it will say what is in the way
         except IsADirectoryError:
@@ -72,6 +104,7 @@ def _read(path: str, *, wait_s: float = 0.0) -> bytes | None:
         except OSError as exc:
             raise StateError(f"cannot read the state key {path}: {exc}") from None
         if len(data) == KEY_LEN:
+            check_private_file(st, path, "state key")
             return data
         if len(data) < KEY_LEN and time.monotonic() < deadline:
             time.sleep(0.01)

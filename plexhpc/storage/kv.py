@@ -19,7 +19,7 @@ from typing import Callable
 from ..errors import InvalidMessage, StateError
 from .codec import decode, encode
 from .db import ensure_schema, wall_ms, write_txn
-from .scope import check_name, scope_key
+from .scope import INT64_MAX, MAX_MS, check_int, check_name, scope_key
 
 __all__ = ["KVStore"]
 
@@ -43,10 +43,8 @@ def _upper(prefix: bytes) -> bytes | None:
     return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
-def _int_arg(value, what: str, *, minimum: int) -> int:
-    if type(value) is not int or value < minimum:
-        raise InvalidMessage(f"{what} must be an int >= {minimum}, got {value!r}")
-    return value
+def _int_arg(value, what: str, *, minimum: int, maximum: int = INT64_MAX) -> int:
+    return check_int(value, what, minimum=minimum, maximum=maximum)
 
 
 class KVStore:
@@ -112,7 +110,8 @@ class KVStore:
     def put_with_ttl(self, scope: tuple, key: str, value, ttl_ms: int) -> None:
         """Store ``value`` under ``key``; it reads as absent ``ttl_ms`` from now."""
         s, k = scope_key(scope), _key(key)
-        _int_arg(ttl_ms, "ttl_ms", minimum=1)
+        _int_arg(ttl_ms, "ttl_ms (milliseconds, at most 100 years)", minimum=1,
+                 maximum=MAX_MS)
         data = encode(value, name=f"value of {key!r}")
         self._conn.execute("INSERT OR REPLACE INTO kv (scope, key, value, expires_at) "
                            "VALUES (?, ?, ?, ?)", (s, k, data, self._now() + ttl_ms))

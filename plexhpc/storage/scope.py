@@ -12,7 +12,14 @@ from functools import lru_cache
 
 from ..errors import InvalidMessage
 
-__all__ = ["scope_key", "scope_from_key", "check_name"]
+__all__ = ["scope_key", "scope_from_key", "check_name", "check_int", "INT64_MAX",
+           "MAX_MS"]
+
+#: the largest integer SQLite stores: every int bound into a statement must fit
+INT64_MAX = 2 ** 63 - 1
+#: the longest duration (TTL, lease, due time from now) a store accepts: 100 years in
+#: milliseconds, far from INT64_MAX, so "now + duration" always fits a column
+MAX_MS = 100 * 365 * 24 * 3600 * 1000
 
 
 @lru_cache(maxsize=4096)
@@ -59,4 +66,17 @@ def check_name(value, what: str) -> str:
     if type(value) is not str or not value:
         raise InvalidMessage(f"{what} must be a non-empty str, got "
                              f"{type(value).__name__} {value!r}")
+    return value
+
+
+def check_int(value, what: str, *, minimum: int = -INT64_MAX - 1,
+              maximum: int = INT64_MAX) -> int:
+    """Refuse anything but an int (a bool is not one) in ``minimum..maximum``; the
+    default range is SQLite's 64-bit integers, so a value that passes can always be
+    bound into a statement (past it SQLite raises OverflowError, not a clear error)."""
+    if type(value) is not int or not minimum <= value <= maximum:
+        shown = repr(value) if type(value) is not int or value.bit_length() < 200 else (
+            f"an int of {value.bit_length()} bits")
+        raise InvalidMessage(f"{what} must be an int between {minimum} and {maximum}, "
+                             f"got {shown}")
     return value

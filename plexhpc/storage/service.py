@@ -30,8 +30,21 @@ TS_OPS = ("write", "read", "take", "read_all", "count")
 CHANNEL_OPS = ("send", "receive", "ack", "nack", "depth", "dead_letters")
 
 
+_MAX_WAIT_MS = 7 * 24 * 3600 * 1000  # the longest a blocking call may wait (a week)
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _foreign(what: str, exc: BaseException) -> E.StateError:
+    """The StateError a caller gets for an exception that is not a plexhpc error: it
+    names the type, and the traceback goes to the state rank's log."""
+    log.error("%s failed in the state service: %s: %s", what, type(exc).__name__, exc,
+              exc_info=exc)
+    return E.StateError(f"{what} failed in the state service: {type(exc).__name__}: "
+                        f"{exc}; nothing was changed. This is a bad argument or a bug: "
+                        f"check the call, and report it if the arguments are right")
 
 
 class StateService:
@@ -47,29 +60,46 @@ class StateService:
         self._holders: dict = {}  # (scope, channel, msg_id) -> the actor holding its lease
 
     def _open(self) -> None:
+        """Open the file and build every store, all or nothing: on any failure the
+        connection is closed and nothing is kept, so the next call tries again (and
+        fails with the same clear error) instead of meeting a half-built service."""
         if self._conn is not None:
             return
         from .channels import ChannelStore
         from .db import open_db
+        from .durable import secure_state_dir
         from .kv import KVStore
         from .tuplespace import TupleSpace
         path = os.path.join(self.config.dir, "shared.sqlite")
         try:
-            self._conn = open_db(path)
+            secure_state_dir(self.config.dir)
+            conn = open_db(path, durability=getattr(self.config, "durability", "normal"))
         except Exception as exc:  # noqa: BLE001
             raise E.StateError(f"cannot open the shared state file {path}: {exc}; set "
                                "[state] dir (or PLEXHPC_STATE_DIR) to a writable "
                                "directory") from exc
-        self.kv = KVStore(self._conn, now_ms=_now_ms)
-        self.ts = TupleSpace(self._conn)
-        self.channels = ChannelStore(self._conn, now_ms=_now_ms,
-                                     max_deliveries=self.config.max_deliveries)
+        try:
+            kv = KVStore(conn, now_ms=_now_ms)
+            ts = TupleSpace(conn)
+            channels = ChannelStore(conn, now_ms=_now_ms,
+                                    max_deliveries=self.config.max_deliveries)
+        except Exception as exc:  # noqa: BLE001 - the message says what to fix
+            conn.close()
+            raise E.StateError(f"cannot load the shared state file {path}: "
+                               f"{type(exc).__name__}: {exc}; restore it from a backup, "
+                               f"or move it away to start with empty stores") from exc
+        self.kv, self.ts, self.channels = kv, ts, channels
+        self._conn = conn
 
     def close(self) -> None:
         if self._conn is not None:
-            self.channels.flush()  # acks held for the next commit are written now
-            self._conn.close()
-            self._conn = None
+            try:
+                self.channels.flush()  # acks held for the next commit are written now
+            except Exception as exc:  # noqa: BLE001 - still close; the acks redeliver
+                _foreign("flushing the channel acks at close", exc)
+            finally:
+                self._conn.close()
+                self._conn = None
 
     def _flush_soon(self) -> None:
         """The channel store writes acks with its next commit; when no call follows, they
@@ -81,17 +111,37 @@ class StateService:
                 self._flush_armed = False
                 if self._conn is not None:
                     self.channels.flush()
-            self.node.call_later(0.01, flush)
+            self.node.call_later(0.01, self._guarded("channel ack flush", flush))
+
+    @staticmethod
+    def _guarded(what: str, fn):
+        """``fn`` for the node's timers: an exception it raises is logged, never let
+        into the loop (the acks it could not write are written with the next call)."""
+        def run():
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - logged; the loop must go on
+                _foreign(what, exc)
+        return run
 
     # ---- requests -----------------------------------------------------------------
 
     def call(self, prim, op, scope, args, who=None):
         """Answer a request that does not wait, now: the value, or an exception raised
         (InvalidMessage for bad arguments). The state rank's own actors call this
-        directly; everything else comes through :meth:`handle`."""
+        directly; everything else comes through :meth:`handle`.
+
+        Only plexhpc errors leave this method: a TypeError/ValueError from a store is
+        a bad argument (InvalidMessage); any other exception (an OverflowError from
+        SQLite, a bug) becomes a StateError naming its type, so no request, however
+        malformed, can take the state rank down. A store call that failed changed
+        nothing (each is one transaction)."""
         try:
             if self._conn is None:
                 self._open()
+            if type(args) not in (tuple, list):
+                raise E.InvalidMessage(f"{prim}.{op}: the arguments must be a tuple, got "
+                                       f"{type(args).__name__}")
             if prim == "kv":
                 if op not in KV_OPS:
                     raise E.StateError(f"unknown KV op {op!r}; expected one of {list(KV_OPS)}")
@@ -103,29 +153,52 @@ class StateService:
                 return getattr(self.ts, op)(scope, *args)
             if prim == "ch":
                 return self._channel(op, scope, args, who)
-            raise E.StateError(f"unknown state primitive {prim!r}")
+            raise E.StateError(f"unknown state primitive {prim!r}; expected kv, ts or ch")
         except E.PlexError:
             raise
         except (TypeError, ValueError) as exc:
             raise E.InvalidMessage(f"{prim}.{op}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            raise _foreign(f"{prim}.{op}", exc) from None
 
     def handle(self, req, done) -> None:
         """Run one request; ``done(ok, value)`` now or, for a blocking call that found
-        nothing yet, when a write/send answers it or its timeout runs out."""
-        prim, op, scope, args, timeout_ms, who = req
+        nothing yet, when a write/send answers it or its timeout runs out.
+
+        ``done`` is called exactly once, with an error for anything that went wrong
+        (a malformed request included): nothing raised here reaches the node's loop."""
+        answered = []
+
+        def once(ok, value):
+            if not answered:
+                answered.append(ok)
+                done(ok, value)
+
         try:
+            if type(req) not in (tuple, list) or len(req) != 6:
+                raise E.InvalidMessage("a state request is (primitive, op, scope, args, "
+                                       f"timeout_ms, who), got {type(req).__name__}")
+            prim, op, scope, args, timeout_ms, who = req
+            if timeout_ms is not None and (
+                    type(timeout_ms) not in (int, float) or not 0 <= timeout_ms <= _MAX_WAIT_MS):
+                raise E.InvalidMessage(f"{prim}.{op}: timeout_ms must be a number of "
+                                       f"milliseconds between 0 and {_MAX_WAIT_MS} (a "
+                                       f"week), got {timeout_ms!r}")
             if prim == "ts" and op in ("read", "take") and timeout_ms:
-                self._ts_wait(op, scope, args[0], timeout_ms, done)
+                self._ts_wait(op, scope, args[0], timeout_ms, once)
             elif prim == "ch" and op == "receive" and timeout_ms:
                 msg = self.call(prim, op, scope, args, who)
                 if msg is not None:
-                    done(True, msg)
+                    once(True, msg)
                 else:
-                    self._park_receive(scope, args[0], args[1], timeout_ms, done, who)
+                    self._park_receive(scope, args[0], args[1], timeout_ms, once, who)
             else:
-                done(True, self.call(prim, op, scope, args, who))
+                value = self.call(prim, op, scope, args, who)
+                once(True, value)
         except E.PlexError as exc:
-            done(False, exc)
+            once(False, exc)
+        except Exception as exc:  # noqa: BLE001 - a malformed request, or a bug
+            once(False, _foreign("state request", exc))
 
     def _ts_wait(self, op, scope, pattern, timeout_ms, done) -> None:
         found = self.call("ts", op, scope, (pattern,))
@@ -147,7 +220,7 @@ class StateService:
                 state["done"] = True
                 done(False, E.StateTimeout(f"ts.{op}: no tuple matching {list(pattern)!r} "
                                            f"within {timeout_ms:g} ms"))
-        self.node.call_later(timeout_ms / 1000.0, expire)
+        self.node.call_later(timeout_ms / 1000.0, self._guarded(f"ts.{op} timeout", expire))
 
     def _lease(self, scope, channel, msg, who):
         """Remember who holds the lease of ``msg``: only that consumer may ack or nack
@@ -205,11 +278,13 @@ class StateService:
                 self._drop(key, waiter)
                 done(False, E.StateTimeout(f"channel.receive: nothing on {channel!r} within "
                                            f"{timeout_ms:g} ms"))
-        self.node.call_later(timeout_ms / 1000.0, expire)
+        self.node.call_later(timeout_ms / 1000.0,
+                             self._guarded("channel.receive timeout", expire))
         # a leased message whose lease runs out before our deadline becomes ready then
         nxt = self.channels.next_ready_in_ms(scope, channel)
         if nxt is not None and time.monotonic() + nxt / 1000.0 < deadline:
-            self.node.call_later(max(nxt, 1) / 1000.0, lambda: self._wake(scope, channel))
+            self.node.call_later(max(nxt, 1) / 1000.0, self._guarded(
+                "channel.receive wake-up", lambda: self._wake(scope, channel)))
 
     def _drop(self, key, waiter) -> None:
         lst = self._ch_waiters.get(key)

@@ -13,6 +13,12 @@ then never stored); without a taker it is stored.
 
 Reads scan the scope's tuples of the pattern's length, oldest first. Tuples are handed
 back as stored, not copied: treat them as read-only.
+
+A persisted row that cannot be decoded when the space is rebuilt (a damaged file, a
+row written by hand) is skipped with a warning naming its seq, and left in the file
+for inspection; new tuples get seqs above it. Skipping, not failing, because the space
+is shared: one tenant's unreadable tuple must not take KV, channels and every other
+tenant's tuples down with it, and the row could not be handed to anyone anyway.
 """
 
 from __future__ import annotations
@@ -25,11 +31,14 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InvalidMessage
+from ..log import get_logger
 from .codec import decode, encode
 from .db import ensure_schema
 from .scope import scope_from_key, scope_key
 
 __all__ = ["match", "TupleSpace"]
+
+log = get_logger("state")
 
 _SEQ = (list, tuple)
 _BOOLS = (bool, np.bool_)
@@ -102,8 +111,18 @@ class TupleSpace:
             ensure_schema(conn)
             last = 0
             for seq, s, blob in conn.execute("SELECT seq, scope, tup FROM ts_tuple ORDER BY seq"):
-                self._store(scope_from_key(s), tuple(decode(blob)), seq)
-                last = seq
+                last = max(last, seq)
+                try:
+                    scope = scope_from_key(s)
+                    tup = decode(blob)
+                    if type(tup) not in _SEQ or not tup:
+                        raise ValueError(f"it holds a {type(tup).__name__}, not a tuple")
+                except Exception as exc:  # noqa: BLE001 - skipped, see the module doc
+                    log.warning("tuple space: persisted tuple %s cannot be read (%s: %s); "
+                                "skipped, and left in the state file for inspection",
+                                seq, type(exc).__name__, exc)
+                    continue
+                self._store(scope, tuple(tup), seq)
             self._seq = itertools.count(last + 1)
 
     # --- reads ------------------------------------------------------------------------
