@@ -26,7 +26,9 @@ Everything is checked before any actor starts; the first problem found raises
 from __future__ import annotations
 
 import importlib
+import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,8 +49,18 @@ PLACEMENTS = ("round_robin",)
 RESTART_TYPES = ("permanent", "transient", "temporary")
 
 _TOP_KEYS = {"app", "supervisor", "state"}
-_STATE_KEYS = {"dir", "rank", "key_file", "retention", "max_deliveries"}
-_APP_KEYS = {"name", "main", "drain_timeout_s", "metrics_port", "metrics_addr"}
+_STATE_KEYS = {"dir", "rank", "key_file", "retention", "max_deliveries", "durability"}
+_APP_KEYS = {"name", "main", "drain_timeout_s", "metrics_port", "metrics_addr",
+             "metrics_token_file"}
+#: ``[state] durability``: what a committed write survives (plexhpc.storage.db)
+DURABILITY = ("normal", "full")
+
+#: the longest timeout or delay a config may give: a week, as every runtime timeout
+_WEEK_S = 7 * 24 * 3600
+_WEEK_MS = _WEEK_S * 1000
+#: an app name is a label: it names the state directory under its base, so it may
+#: hold no path separator and may not be "." or ".."
+_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _MAIN_KEYS = {"actor", "op", "payload", "timeout_ms"}
 _SUP_KEYS = {"strategy", "max_restarts", "max_restart_window_seconds", "children",
              "restart_backoff_ms", "restart_backoff_max_ms"}
@@ -120,6 +132,7 @@ class StateConfig:
     key_file: str | None = None
     retention: int = 2
     max_deliveries: int = 5
+    durability: str = "normal"  # or "full": see plexhpc.storage.db
 
     @staticmethod
     def default(app_name: str) -> "StateConfig":
@@ -142,6 +155,9 @@ class AppConfig:
     drain_timeout_s: float = 5.0
     metrics_port: int | None = None  # rank r serves Prometheus text on metrics_port + r
     metrics_addr: str = "127.0.0.1"
+    metrics_token_file: str | None = None
+    # the bearer token a scrape must present (read from metrics_token_file; never shown)
+    metrics_token: str | None = field(default=None, repr=False)
     state: "StateConfig" = None  # type: ignore[assignment]
     tree: "SupervisorSpec" = None  # type: ignore[assignment]
 
@@ -190,6 +206,68 @@ def _expect(cond: bool, message: str, path, key):
         raise ConfigError(message, path=path, key=key)
 
 
+def _shown(v) -> str:
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 64:
+        return f"an int of {v.bit_length()} bits"
+    return repr(v)
+
+
+def _number(v, path, key: str, *, what: str, low, high, low_ok: bool = True,
+            integer: bool = False):
+    """``v`` if it is a finite number (an int if ``integer``; a bool is neither) with
+    ``low <= v`` (``low < v`` unless ``low_ok``) and ``v <= high``; else ConfigError."""
+    ok = not isinstance(v, bool) and isinstance(v, int if integer else (int, float))
+    if ok and isinstance(v, float):
+        ok = math.isfinite(v)
+    if ok:
+        ok = (low <= v if low_ok else low < v) and v <= high
+    _expect(ok, f"expected {what} {'>=' if low_ok else '>'} {low} and at most {high}, "
+            f"got {_shown(v)}", path, key)
+    return v
+
+
+def _app_name(app: dict, path) -> str:
+    """``app.name``, or a safe label made of the config file's name."""
+    if "name" not in app:
+        stem = os.path.splitext(os.path.basename(path))[0] if path else "app"
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", stem)[:100]
+        return "app" if name in ("", ".", "..") else name
+    name = app["name"]
+    _expect(isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
+            and name not in (".", ".."),
+            f"expected a name of 1 to 100 letters, digits, '.', '_' or '-' (it names the "
+            f"state directory, so no path separators, not '.' or '..'), got {name!r}",
+            path, "app.name")
+    return name
+
+
+def _metrics_token(token_file, path, base_dir) -> tuple:
+    """``(file, token)`` of ``[app] metrics_token_file``: a private file (as the state
+    key: see plexhpc.storage.keys.check_private_file) holding one printable word."""
+    if token_file is None:
+        return None, None
+    key = "app.metrics_token_file"
+    _expect(isinstance(token_file, str) and token_file, "expected a file path", path, key)
+    full = os.path.join(base_dir, os.path.expanduser(token_file))
+    from .errors import StateError
+    from .storage.keys import check_private_file
+    try:
+        with open(full, "rb") as fh:
+            check_private_file(os.fstat(fh.fileno()), full, "metrics token")
+            data = fh.read(4097)
+    except StateError as exc:
+        raise ConfigError(str(exc), path=path, key=key) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the metrics token file {full}: {exc}", path=path,
+                          key=key) from None
+    token = data.strip()
+    _expect(0 < len(token) <= 4096 and all(33 <= b < 127 for b in token),
+            f"the metrics token file {full} must hold one token of 1 to 4096 printable "
+            f"ASCII characters without spaces (e.g. made with `openssl rand -hex 32`)",
+            path, key)
+    return full, token.decode("ascii")
+
+
 def _check_keys(table: dict, allowed: set, path, where: str):
     for k in table:
         if k not in allowed:
@@ -207,27 +285,30 @@ def load_config(source: str | os.PathLike | dict, *, world_size: int) -> AppConf
     base_dir = os.getcwd()
     if isinstance(source, dict):
         raw = source
-    else:
+    elif isinstance(source, (str, os.PathLike)) and not isinstance(source, bytes):
         path = os.fspath(source)
-        if not os.path.isfile(path):
+        if not isinstance(path, str) or not os.path.isfile(path):
             raise ConfigError("file not found (expected an app config TOML file)", path=path)
         try:
             with open(path, "rb") as fh:
                 raw = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"not valid TOML: {exc}", path=path) from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the config: {exc}", path=path) from exc
         base_dir = os.path.dirname(os.path.abspath(path))
+    else:
+        raise ConfigError(f"expected the path of an app config TOML file or a dict (a "
+                          f"table) of the same shape, got {type(source).__name__}")
     _expect(isinstance(raw, dict), f"expected a table, got {type(raw).__name__}", path, None)
     _check_keys(raw, _TOP_KEYS, path, "")
 
     app = raw.get("app", {})
-    _expect(isinstance(app, dict), "expected a table", path, "app")
+    _expect(isinstance(app, dict), f"expected a table, got {type(app).__name__}", path, "app")
     _check_keys(app, _APP_KEYS, path, "app")
-    name = app.get("name", os.path.splitext(os.path.basename(path))[0] if path else "app")
-    _expect(isinstance(name, str) and name, "expected a non-empty string", path, "app.name")
-    drain = app.get("drain_timeout_s", 5.0)
-    _expect(isinstance(drain, (int, float)) and not isinstance(drain, bool) and drain >= 0,
-            f"expected a number of seconds >= 0, got {drain!r}", path, "app.drain_timeout_s")
+    name = _app_name(app, path)
+    drain = _number(app.get("drain_timeout_s", 5.0), path, "app.drain_timeout_s",
+                    what="a number of seconds", low=0, high=_WEEK_S)
     mport = app.get("metrics_port")
     _expect(mport is None or (isinstance(mport, int) and not isinstance(mport, bool)
                               and 1024 <= mport and mport + world_size - 1 <= 65535),
@@ -236,6 +317,7 @@ def load_config(source: str | os.PathLike | dict, *, world_size: int) -> AppConf
     maddr = app.get("metrics_addr", "127.0.0.1")
     _expect(isinstance(maddr, str) and maddr, "expected an address to listen on, like "
             "\"127.0.0.1\" or \"0.0.0.0\"", path, "app.metrics_addr")
+    token_file, token = _metrics_token(app.get("metrics_token_file"), path, base_dir)
 
     sup = raw.get("supervisor", {})
     _expect(isinstance(sup, dict), "expected a table", path, "supervisor")
@@ -256,9 +338,9 @@ def load_config(source: str | os.PathLike | dict, *, world_size: int) -> AppConf
                 path, "app.main.op")
         payload = m.get("payload", {})
         _expect(isinstance(payload, dict), "expected a table", path, "app.main.payload")
-        tmo = m.get("timeout_ms", 600_000)
-        _expect(isinstance(tmo, int) and tmo > 0, f"expected milliseconds > 0, got {tmo!r}",
-                path, "app.main.timeout_ms")
+        tmo = _number(m.get("timeout_ms", 600_000), path, "app.main.timeout_ms",
+                      what="an integer of milliseconds", low=0, low_ok=False,
+                      high=_WEEK_MS, integer=True)
         main = MainCall(m["actor"], m["op"], payload, tmo)
 
     state = _load_state(raw.get("state", {}), name, path, base_dir, world_size)
@@ -266,7 +348,8 @@ def load_config(source: str | os.PathLike | dict, *, world_size: int) -> AppConf
                      max_restarts=tree.max_restarts,
                      max_restart_window_seconds=tree.window_s, children=children, main=main,
                      drain_timeout_s=float(drain), state=state, tree=tree,
-                     metrics_port=mport, metrics_addr=maddr)
+                     metrics_port=mport, metrics_addr=maddr,
+                     metrics_token_file=token_file, metrics_token=token)
 
 
 def _parse_supervisor(sup: dict, where: str, name: str, parent, ctx) -> "SupervisorSpec":
@@ -278,19 +361,15 @@ def _parse_supervisor(sup: dict, where: str, name: str, parent, ctx) -> "Supervi
     strategy = sup.get("strategy", "one_for_one")
     _expect(strategy in STRATEGIES, f"expected one of {list(STRATEGIES)}, got {strategy!r}",
             path, f"{where}.strategy")
-    max_restarts = sup.get("max_restarts", 3)
-    _expect(isinstance(max_restarts, int) and not isinstance(max_restarts, bool)
-            and max_restarts >= 0, f"expected an integer >= 0, got {max_restarts!r}",
-            path, f"{where}.max_restarts")
-    window = sup.get("max_restart_window_seconds", 5)
-    _expect(isinstance(window, (int, float)) and not isinstance(window, bool) and window > 0,
-            f"expected a number of seconds > 0, got {window!r}",
-            path, f"{where}.max_restart_window_seconds")
+    max_restarts = _number(sup.get("max_restarts", 3), path, f"{where}.max_restarts",
+                           what="an integer", low=0, high=1_000_000_000, integer=True)
+    window = _number(sup.get("max_restart_window_seconds", 5), path,
+                     f"{where}.max_restart_window_seconds", what="a number of seconds",
+                     low=0, low_ok=False, high=_WEEK_S)
     backoff = {}
     for key in ("restart_backoff_ms", "restart_backoff_max_ms"):
-        v = sup.get(key, 0 if key == "restart_backoff_ms" else 5000)
-        _expect(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
-                f"expected milliseconds >= 0, got {v!r}", path, f"{where}.{key}")
+        v = _number(sup.get(key, 0 if key == "restart_backoff_ms" else 5000), path,
+                    f"{where}.{key}", what="milliseconds", low=0, high=_WEEK_MS)
         backoff[key] = float(v)
     spec = SupervisorSpec(name, strategy, max_restarts, float(window),
                           backoff["restart_backoff_ms"], backoff["restart_backoff_max_ms"])
@@ -359,10 +438,9 @@ def _parse_child(ch: dict, where: str, cname: str, ctx) -> "ChildSpec":
     restart = ch.get("restart", "permanent")
     _expect(restart in RESTART_TYPES, f"expected one of {list(RESTART_TYPES)}, got "
             f"{restart!r}", path, f"{where}.restart")
-    shutdown_ms = ch.get("shutdown_timeout_ms", 5000)
-    _expect(isinstance(shutdown_ms, (int, float)) and not isinstance(shutdown_ms, bool)
-            and shutdown_ms >= 0, f"expected milliseconds >= 0, got {shutdown_ms!r}", path,
-            f"{where}.shutdown_timeout_ms")
+    shutdown_ms = _number(ch.get("shutdown_timeout_ms", 5000), path,
+                          f"{where}.shutdown_timeout_ms", what="milliseconds", low=0,
+                          high=_WEEK_MS)
     from .context import check_capabilities, make_context
     from .actors.facets import parse_facets
     facets = ch["facets"] if "facets" in ch else list(spec.facets)
@@ -393,12 +471,17 @@ def _load_state(st, app_name, path, base_dir, world_size) -> StateConfig:
         _expect(isinstance(st["key_file"], str) and st["key_file"], "expected a file path",
                 path, "state.key_file")
         cfg.key_file = os.path.join(base_dir, os.path.expanduser(st["key_file"]))
-    for key, low in (("rank", 0), ("retention", 1), ("max_deliveries", 1)):
+    for key, low, high in (("rank", 0, 2 ** 31), ("retention", 1, 1_000_000),
+                           ("max_deliveries", 1, 1_000_000)):
         if key in st:
-            v = st[key]
-            _expect(isinstance(v, int) and not isinstance(v, bool) and v >= low,
-                    f"expected an integer >= {low}, got {v!r}", path, f"state.{key}")
-            setattr(cfg, key, v)
+            setattr(cfg, key, _number(st[key], path, f"state.{key}", what="an integer",
+                                      low=low, high=high, integer=True))
+    if "durability" in st:
+        _expect(st["durability"] in DURABILITY, f"expected one of {list(DURABILITY)} "
+                "(\"normal\": a commit survives a crash of the process; \"full\": a "
+                f"power cut too, at an fsync per commit), got {st['durability']!r}",
+                path, "state.durability")
+        cfg.durability = st["durability"]
     _expect(cfg.rank < world_size, f"rank {cfg.rank} is out of range: the job has "
             f"{world_size} rank(s)", path, "state.rank")
     return cfg

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 
@@ -31,6 +32,7 @@ log = get_logger("actor")
 FACET_TYPES = ("durability", "virtual_actor", "metrics", "timer")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, None: 1}
+_WEEK_MS = 7 * 24 * 3600 * 1000  # the longest duration, as every runtime timeout
 
 
 def _duration_ms(value, where: str) -> float:
@@ -38,15 +40,21 @@ def _duration_ms(value, where: str) -> float:
         raise E.ConfigError(f"expected a duration like \"10m\" or milliseconds, got {value!r}",
                             key=where)
     if isinstance(value, (int, float)):
-        ms = float(value)
+        try:
+            ms = float(value)
+        except OverflowError:  # an int past a float's range
+            ms = math.inf
     else:
         m = _DURATION.match(str(value))
         if not m:
             raise E.ConfigError(f"expected a duration like \"500ms\", \"30s\", \"10m\", "
                                 f"\"1h\", got {value!r}", key=where)
         ms = float(m.group(1)) * _UNIT_MS[m.group(2)]
-    if ms <= 0:
-        raise E.ConfigError(f"expected a duration > 0, got {value!r}", key=where)
+    if not (0 < ms <= _WEEK_MS):  # NaN and infinity fail this too
+        shown = value if not isinstance(value, int) or value.bit_length() < 64 else (
+            f"an int of {value.bit_length()} bits")
+        raise E.ConfigError(f"expected a finite duration > 0 and at most a week "
+                            f"({_WEEK_MS} ms), got {shown!r}", key=where)
     return ms
 
 
@@ -92,9 +100,11 @@ def _check_facet(ftype: str, cfg: dict, where: str) -> dict:
                             f"expected {sorted(allowed)}", key=where)
     if ftype == "durability":
         n = cfg.get("checkpoint_interval", 1)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise E.ConfigError(f"checkpoint_interval must be an integer >= 1, got {n!r}",
-                                key=f"{where}.checkpoint_interval")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 2 ** 31:
+            shown = n if not isinstance(n, int) or n.bit_length() < 64 else "a larger int"
+            raise E.ConfigError(f"checkpoint_interval must be an integer >= 1 and at most "
+                                f"{2 ** 31}, "
+                                f"got {shown!r}", key=f"{where}.checkpoint_interval")
         oc = cfg.get("on_corrupt", "fresh")
         if oc not in ("fresh", "escalate"):
             raise E.ConfigError(f"on_corrupt must be \"fresh\" or \"escalate\", got {oc!r}",
