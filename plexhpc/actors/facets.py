@@ -298,6 +298,18 @@ def metrics_of(cell) -> dict | None:
                       for op, v in m["by_op"].items()}}
 
 
+def _label(value) -> str:
+    """A label value that can be written as UTF-8: a code point that cannot (a lone
+    surrogate in a spawned actor's name) is written as its ``\\udcxx`` escape, so one
+    odd name never breaks the scrape of every actor of the rank."""
+    text = str(value)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def prometheus_registry(cells_of):
     """A Prometheus registry whose collector reads the actors' counters at each scrape
     (``cells_of()`` returns the rank's cells)."""
@@ -319,11 +331,12 @@ def prometheus_registry(cells_of):
                 fs = cell.facets
                 if fs is None or fs.metrics is None:
                     continue
-                for op, (n, e, s) in fs.metrics["by_op"].items():
-                    msgs.add_metric([cell.id, op], n)
-                    errs.add_metric([cell.id, op], e)
-                    lat.add_metric([cell.id, op], s)
-                act.add_metric([cell.id], fs.metrics["activations"])
+                aid = _label(cell.id)
+                for op, (n, e, s) in list(fs.metrics["by_op"].items()):
+                    msgs.add_metric([aid, _label(op)], n)
+                    errs.add_metric([aid, _label(op)], e)
+                    lat.add_metric([aid, _label(op)], s)
+                act.add_metric([aid], fs.metrics["activations"])
             yield from (msgs, errs, lat, act)
 
     reg = CollectorRegistry()
@@ -338,10 +351,103 @@ def prometheus_text(cells) -> str:
     return generate_latest(prometheus_registry(lambda: cells)).decode()
 
 
+#: scrapes served at once per rank; one more is answered 503 at once
+METRICS_MAX_CONNECTIONS = 8
+#: how long a connection may take to send its request before it is dropped
+METRICS_SOCKET_TIMEOUT_S = 5.0
+
+
 def serve_metrics(node, port: int, addr: str):
-    """Serve this rank's actor metrics at ``http://addr:port/metrics`` (a daemon thread
-    of prometheus_client; each scrape reads the counters, a snapshot of the cells)."""
-    from prometheus_client import start_http_server
-    server, _thread = start_http_server(
-        port, addr=addr, registry=prometheus_registry(node.actor_cells))
+    """Serve this rank's actor metrics at ``http://addr:port/metrics`` from a daemon
+    thread; returns the server (``shutdown()`` and ``server_close()`` stop it).
+
+    What it shows: for every actor of the rank that has the ``metrics`` facet, of every
+    tenant, its actor id and per-op message, error and handler-time counters and its
+    activation count; no payloads, state or request contexts. The ids name the actors
+    (and so, often, what each tenant runs), which is why the default address is
+    127.0.0.1 and why ``[app] metrics_token_file`` offers a bearer token: with one set
+    a scrape without ``Authorization: Bearer <token>`` gets 401. At most
+    METRICS_MAX_CONNECTIONS scrapes are served at once, one more gets 503 at once, and
+    a connection that sends no request within METRICS_SOCKET_TIMEOUT_S is dropped, so
+    no number of idle or slow clients can exhaust the rank's threads."""
+    import hmac
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import urlsplit
+
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    registry = prometheus_registry(node.actor_cells)
+    token = getattr(node.config, "metrics_token", None)
+    want = None if token is None else f"Bearer {token}".encode("latin-1")
+    slots = threading.BoundedSemaphore(METRICS_MAX_CONNECTIONS)
+    busy = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+            b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 44\r\n\r\n"
+            b"too many scrapes at once; retry in a second\n")
+
+    class Handler(BaseHTTPRequestHandler):
+        timeout = METRICS_SOCKET_TIMEOUT_S
+
+        def do_GET(self):  # noqa: N802 - the http.server name
+            if urlsplit(self.path).path not in ("/metrics", "/"):
+                return self._reply(404, b"not found: the metrics are at /metrics\n")
+            if want is not None:
+                got = self.headers.get("Authorization", "").encode("latin-1", "replace")
+                if not hmac.compare_digest(got, want):
+                    return self._reply(401, b"a bearer token is needed: send "
+                                       b"Authorization: Bearer <the token in [app] "
+                                       b"metrics_token_file>\n",
+                                       {"WWW-Authenticate": 'Bearer realm="plexhpc"'})
+            try:
+                body = generate_latest(registry)
+            except Exception as exc:  # noqa: BLE001 - a scrape must not kill the thread
+                log.error("metrics scrape failed: %s: %s", type(exc).__name__, exc)
+                return self._reply(500, b"the metrics could not be rendered; see the "
+                                   b"rank's log\n")
+            self._reply(200, body, {"Content-Type": CONTENT_TYPE_LATEST})
+
+        def _reply(self, code, body, headers=None):
+            self.send_response(code)
+            for k, v in {"Content-Type": "text/plain; charset=utf-8", **(headers or {}),
+                         "Content-Length": str(len(body))}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, fmt, *args):  # scrapes are not worth a log line each
+            log.debug("metrics %s: " + fmt, self.client_address[0], *args)
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+        def process_request(self, request, client_address):
+            if not slots.acquire(blocking=False):
+                try:
+                    request.settimeout(1.0)
+                    request.sendall(busy)
+                except OSError:
+                    pass
+                self.shutdown_request(request)
+                return
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                slots.release()
+                raise
+
+        def process_request_thread(self, request, client_address):
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                slots.release()
+
+    server = Server((addr, port), Handler)
+    if want is None and addr not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("metrics on %s:%d are open to anyone who can reach the address and "
+                    "show every tenant's actor ids; set [app] metrics_token_file to "
+                    "require a bearer token", addr, server.server_address[1])
+    threading.Thread(target=server.serve_forever, name=f"plexhpc-metrics-{port}",
+                     daemon=True).start()
     return server
