@@ -179,13 +179,14 @@ def main():
             node.ask(s, "ctx_many", {"to": [s0]}, **ACME)[0]]
         out["shard_caps"] = node.ask(so, "group", {"call": "route", "args": [
             "g-caps", "k", "err", {"op": "put", "args": ["x", 1]}]}, **ACME)
+        # (acting for acme, whose group it is: the system would name it g-caps@acme)
         out["shard_reserved"] = [
             node.ask(so, "group", {"call": "scatter_gather", "spec": {
-                "group_id": "g-caps", "query": {"op": "__EXIT__"}}})[0],
+                "group_id": "g-caps", "query": {"op": "__EXIT__"}}}, **ACME)[0],
             node.ask(so, "group", {"call": "broadcast_shard_group", "spec": {
-                "group_id": "g-caps", "message": {"op": "__DOWN__"}}})[0],
+                "group_id": "g-caps", "message": {"op": "__DOWN__"}}}, **ACME)[0],
             node.ask(so, "group", {"call": "route", "args": ["g-caps", "k", "__EXIT__",
-                                                              {}]})[0]]
+                                                              {}]}, **ACME)[0]]
         # acting for one tenant, an actor cannot stop or link to another tenant's actor
         mine = node.ask(s, "spawn_probe", **ACME)          # an acme actor
         node.ask(s, "err", {"op": "stop", "args": [mine], "prim": "host"}, **GLOBEX)
