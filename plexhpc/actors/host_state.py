@@ -78,10 +78,10 @@ def _limit(limit) -> int:
 
 def _timeout(timeout_ms, what: str = "timeout_ms") -> float:
     """A finite wait in milliseconds: >= 0, at most a week (inf or nan would park the
-    caller, and with it its actor, for ever)."""
+    caller, and with it its actor, for ever). InvalidMessage (a ValueError) otherwise."""
     if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, (int, float)) or not (
             0 <= timeout_ms <= _MAX_WAIT_MS):
-        raise ValueError(f"{what} must be a number of milliseconds between 0 and "
+        raise E.InvalidMessage(f"{what} must be a number of milliseconds between 0 and "
                          f"{_MAX_WAIT_MS:.0f} (a week), got {timeout_ms!r}")
     return float(timeout_ms)
 
