@@ -390,7 +390,12 @@ class Executor:
         if cell.facets is not None:
             try:
                 facets_.on_started(self.rt, cell, cell.facets, first=cell.restarts == 0)
-            except E.CheckpointRejected as exc:  # on_corrupt = "escalate": a failed start
+            except Exception as exc:  # noqa: BLE001 - a checkpoint refused (on_corrupt =
+                # "escalate"), a state file or key that cannot be used, or a bug: the start
+                # failed, and whoever waits for it is told (never left hanging)
+                if not isinstance(exc, E.PlexError):
+                    exc = E.StateError(f"{cell.id}: restoring its durable state raised "
+                                       f"{type(exc).__name__}: {exc}")
                 if waiter is not None:
                     cell.inst = None
                     waiter(False, exc)

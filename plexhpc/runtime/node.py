@@ -435,7 +435,7 @@ class Node:
         try:
             self._metrics_server = facets_.serve_metrics(self, port + self.rank,
                                                          self.config.metrics_addr)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - OSError (port taken) or anything else
             self.lifecycle.fail_start(
                 f"rank {self.rank} cannot serve metrics on {self.config.metrics_addr}:"
                 f"{port + self.rank}: {exc}; choose another [app] metrics_port")
