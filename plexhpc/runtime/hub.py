@@ -232,11 +232,14 @@ class Hub:
 
     # ---- the loop ------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Run until this rank's shutdown completes. An exception out of the loop is the
-        last resort (:func:`~plexhpc.runtime.fatal.fail_rank`): logged with the rank,
-        told to every other rank, and the rank ends within a bound."""
+    def run(self, first=None) -> None:
+        """Run until this rank's shutdown completes (``first()``, if given, runs before
+        the loop under the same guard: the node's start-up). An exception out of the
+        loop is the last resort (:func:`~plexhpc.runtime.fatal.fail_rank`): logged with
+        the rank, told to every other rank, and the rank ends within a bound."""
         try:
+            if first is not None:
+                first()
             self._loop()
         except BaseException as exc:  # noqa: BLE001 - the job must end, not hang
             fail_rank(self.rt, exc)
